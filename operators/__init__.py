@@ -1,0 +1,4 @@
+"""The ModelFleet operator (kopf): reconciles ModelFleet resources into KubeRay RayServices.
+
+It renders the Serve config with ``serving.serve_config`` from the same ``serving.spec`` models.
+"""

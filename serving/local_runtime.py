@@ -1,0 +1,67 @@
+"""Run a fleet on a local Ray instance, through the same Serve config KubeRay would apply."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from serving.serve_config import APP_NAME, serve_config
+from serving.spec import FleetSpec
+
+logger = logging.getLogger("slmfleet.local")
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+def start_ray(*, num_cpus: int | None = None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # No dashboard: it is not needed to serve and costs memory on small machines.
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 600) -> dict:
+    """Deploy (or update in place) the fleet and wait until it runs; returns the Serve config used."""
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    config = serve_config(spec, host=host, port=port)
+    client = serve_start(http_options=config["http_options"])
+    client.deploy_apps(ServeDeploySchema.model_validate(config))
+    wait_running(APP_NAME, timeout_s=timeout_s)
+    return config
+
+
+def wait_running(app_name: str, *, timeout_s: float) -> None:
+    """Wait for the app to run; DeployError carries Serve's own reason when it fails."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    # Give the controller a moment to pick up the new config before reading its status.
+    time.sleep(1)
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(app_name)
+        if app is not None:
+            if app.status == "RUNNING" and all(d.status == "HEALTHY" for d in app.deployments.values()):
+                return
+            if app.status == "DEPLOY_FAILED":
+                raise DeployError(f"fleet failed to deploy: {app.message}")
+            unhealthy = [f"{n}: {d.message}" for n, d in app.deployments.items() if d.status == "DEPLOY_FAILED"]
+            if unhealthy:
+                raise DeployError("fleet failed to deploy: " + "; ".join(unhealthy))
+        time.sleep(1)
+    raise DeployError(f"fleet not running after {timeout_s:.0f}s")
+
+
+def shutdown() -> None:
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()

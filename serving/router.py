@@ -1,0 +1,150 @@
+"""The fleet router: the OpenAI-compatible ingress in front of the base-model deployments.
+
+It builds on Ray Serve LLM's ``OpenAiIngress`` (request models, streaming, handle options for
+multiplexed adapters, session propagation) and adds the fleet's part: a public route name is
+resolved to a weighted, sticky target (``serving.routing``, pure) whose multiplexed id is sent to
+that base's deployment. The routing table lives in the deployment's ``user_config`` and is
+replaced in place by ``reconfigure``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Request
+from ray.exceptions import RayTaskError
+from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard, OpenAIHTTPException
+from ray.serve.handle import DeploymentHandle
+from ray.serve.llm.ingress import OpenAiIngress
+from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+from starlette.responses import JSONResponse, Response
+
+from serving.engine_server import AdapterUnavailable
+from serving.routing import RoutingTable, Target, UnknownRoute
+from serving.spec import FleetSpec, FleetSpecError, parse_fleet
+
+logger = logging.getLogger("slmfleet.router")
+
+SESSION_HEADER = "x-session-id"
+OWNER = "slm-fleet"
+
+
+def error_response(status: int, message: str, *, type: str, code: str | None = None,
+                   param: str | None = None) -> JSONResponse:
+    """An OpenAI-style error body."""
+    return JSONResponse(status_code=status, content={
+        "error": {"message": message, "type": type, "param": param, "code": code or status}
+    })
+
+
+def served_by_headers(route: str, target: Target) -> dict[str, str]:
+    headers = {"X-SLMFleet-Route": route, "X-SLMFleet-Base-Model": target.base_model}
+    if target.adapter is not None:
+        headers["X-SLMFleet-Adapter"] = target.adapter
+        headers["X-SLMFleet-Version"] = target.version
+    return headers
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    while isinstance(err, RayTaskError) and err.cause is not None:
+        err = err.cause
+    return err
+
+
+class FleetRouter(OpenAiIngress):
+    def __init__(self, llm_deployments: dict[str, DeploymentHandle]):
+        cards = {name: ModelCard(id=name, object="model", owned_by=OWNER, permission=[], metadata={})
+                 for name in llm_deployments}
+        super().__init__(llm_deployments, cards)
+        self._spec: FleetSpec | None = None
+        self._table: RoutingTable | None = None
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Swap in a new routing table; a bad one is refused and the current one kept."""
+        try:
+            spec = parse_fleet(user_config.get("fleet"), source="router user_config")
+        except FleetSpecError as err:
+            if self._table is None:
+                raise
+            logger.error("refusing new routing config, keeping the current one: %s", err)
+            return
+        self._spec, self._table = spec, RoutingTable(spec)
+        logger.info("routing table: %d route(s): %s", len(spec.routes), ", ".join(self._table.routes))
+
+    def _route_card(self, name: str) -> ModelCard:
+        targets = [t.describe() for t in self._table.routes[name]]
+        return ModelCard(id=name, object="model", owned_by=OWNER, permission=[], metadata={"targets": targets})
+
+    async def models(self):
+        return {"object": "list", "data": [self._route_card(n).model_dump() for n in self._table.routes]}
+
+    async def model_data(self, model: str):
+        if model not in self._table.routes:
+            return error_response(404, str(UnknownRoute(model, sorted(self._table.routes))),
+                                  type="invalid_request_error", code="model_not_found", param="model")
+        return self._route_card(model).model_dump()
+
+    async def completions(self, body: CompletionRequest, request: Request) -> Response:
+        return await self._serve(body, request, "completions")
+
+    async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
+        return await self._serve(body, request, "chat")
+
+    async def _serve(self, body, request: Request, call_method: str) -> Response:
+        route = body.model
+        sticky_key = body.user or request.headers.get(SESSION_HEADER)
+        try:
+            target = self._table.resolve(route, sticky_key=sticky_key)
+        except UnknownRoute as err:
+            return error_response(404, str(err), type="invalid_request_error", code="model_not_found", param="model")
+        headers = served_by_headers(route, target)
+        if target.base_model not in self._default_serve_handles:
+            return self._with(headers, error_response(
+                503, f"route '{route}': base model '{target.base_model}' has no deployment yet; "
+                "it starts when the fleet's base models are redeployed", type="service_unavailable"))
+        try:
+            response = await self._process_llm_request(
+                body.model_copy(update={"model": target.model_id}), call_method, raw_request=request)
+        except OpenAIHTTPException as err:
+            response = error_response(err.status_code, err.message, type=err.type)
+        except Exception as err:  # noqa: BLE001 - the router must answer, whatever broke below
+            cause = _root_cause(err)
+            if isinstance(cause, AdapterUnavailable):
+                logger.error("route=%s adapter=%s version=%s unavailable: %s",
+                             route, cause.adapter, cause.version, cause.cause)
+                response = error_response(503, f"route '{route}': {cause}", type="adapter_unavailable")
+            else:
+                logger.exception("route=%s target=%s failed", route, target.model_id)
+                response = error_response(500, f"route '{route}' failed: {type(cause).__name__}: {cause}",
+                                          type="internal_error")
+        return self._with(headers, response)
+
+    @staticmethod
+    def _with(headers: dict[str, str], response: Response) -> Response:
+        response.headers.update(headers)
+        return response
+
+    async def healthz(self):
+        return {"status": "ok"}
+
+    async def readyz(self):
+        """Ready when a routing table is loaded and every base model's engine answers health checks."""
+        bases = {}
+        for name, handle in self._default_serve_handles.items():
+            try:
+                await handle.check_health.remote()
+                bases[name] = "ok"
+            except Exception as err:  # noqa: BLE001 - reported, not raised
+                bases[name] = f"unhealthy: {_root_cause(err)}"
+        ready = self._table is not None and all(v == "ok" for v in bases.values())
+        return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, "baseModels": bases})
+
+
+ENDPOINTS = {
+    "models": lambda app: app.get("/v1/models"),
+    "model_data": lambda app: app.get("/v1/models/{model:path}"),
+    "completions": lambda app: app.post("/v1/completions"),
+    "chat": lambda app: app.post("/v1/chat/completions"),
+    "healthz": lambda app: app.get("/healthz"),
+    "readyz": lambda app: app.get("/readyz"),
+}

@@ -1,0 +1,90 @@
+"""Route resolution: which target serves a request. Pure; the router only sends.
+
+A route's weights are read as 100 buckets laid out in target order. A request with a sticky key
+(the OpenAI ``user`` field or an ``X-Session-Id`` header) always falls into the same bucket of a
+route, so one conversation stays on one version; raising a canary's weight only moves the
+buckets next to it, so sticky users never flip back and forth while a split changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+from serving.spec import FleetSpec
+
+
+def multiplexed_id(base_model: str, adapter: str, version: str) -> str:
+    """The id a base deployment knows an adapter version by (Ray Serve LLM's ``base:lora`` form)."""
+    return f"{base_model}:{adapter}@{version}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved route target: the base deployment and, for adapters, the adapter version."""
+
+    base_model: str
+    adapter: str | None = None
+    version: str | None = None
+    weight: int = 100
+
+    @property
+    def model_id(self) -> str:
+        """What the base deployment is asked for: the multiplexed id, or the base itself."""
+        if self.adapter is None:
+            return self.base_model
+        return multiplexed_id(self.base_model, self.adapter, self.version)
+
+    def describe(self) -> dict:
+        return {"baseModel": self.base_model, "adapter": self.adapter, "version": self.version, "weight": self.weight}
+
+
+class UnknownRoute(LookupError):
+    def __init__(self, route: str | None, known: list[str]):
+        self.route, self.known = route, known
+        asked = f"model '{route}' is not a route of this fleet" if route else "the request names no model"
+        super().__init__(f"{asked}; available models: {', '.join(known)}")
+
+
+def sticky_bucket(route: str, key: str) -> int:
+    """A stable bucket in [0, 100) for ``key`` on ``route``."""
+    digest = hashlib.sha256(f"{route}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 100
+
+
+def pick(targets: tuple[Target, ...], bucket: int) -> Target:
+    """The target whose share of the 100 buckets holds ``bucket``."""
+    upper = 0
+    for target in targets:
+        upper += target.weight
+        if bucket < upper:
+            return target
+    return targets[-1]  # unreachable for validated weights (they sum to 100)
+
+
+class RoutingTable:
+    """Routes of one fleet spec, resolved to targets."""
+
+    def __init__(self, spec: FleetSpec):
+        adapters = {a.name: a for a in spec.adapters}
+        self.routes: dict[str, tuple[Target, ...]] = {}
+        for route in spec.routes:
+            self.routes[route.name] = tuple(
+                Target(base_model=t.base_model, weight=t.weight) if t.adapter is None else
+                Target(adapters[t.adapter].base_model, t.adapter, t.version, t.weight)
+                for t in route.targets
+            )
+
+    def resolve(self, route: str | None, *, sticky_key: str | None = None,
+                rng: random.Random | None = None) -> Target:
+        """The target for one request; UnknownRoute if ``route`` is not in the table."""
+        targets = self.routes.get(route) if route else None
+        if not targets:
+            raise UnknownRoute(route, sorted(self.routes))
+        live = tuple(t for t in targets if t.weight > 0)
+        if sticky_key:
+            bucket = sticky_bucket(route, sticky_key)
+        else:
+            bucket = (rng or random).randrange(100)
+        return pick(live, bucket) if len(live) > 1 else live[0]

@@ -1,0 +1,361 @@
+"""The fleet spec: the one source of truth for what a fleet is.
+
+A ``FleetSpec`` is the ``spec`` of a ``ModelFleet`` resource. The serving application, the
+``slm-fleet`` CLI and the operator all read it through these models; the CRD schema is generated
+from them. Field names are camelCase in YAML (Kubernetes convention) and snake_case in Python.
+
+Validation happens in two places:
+- field-level rules (types, ranges, URI shapes) in the pydantic fields below;
+- fleet-level rules (references, duplicates, weights) in :func:`fleet_problems`, a pure function
+  that reports every problem at once with the path of the offending field.
+Rules that need an adapter's files (its rank, the base it was trained on) live in
+``serving.adapter_meta`` and run where the files are read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+VERSION_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$"
+ROUTE_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126})$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/(?P<key>.*))?$")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/some/prefix/`` into ``("bucket", "some/prefix")``; ValueError if not S3."""
+    match = S3_URI.match(uri)
+    if not match:
+        raise ValueError(
+            f"'{uri}' is not an S3 URI: expected s3://<bucket>/<prefix> with a valid bucket name"
+        )
+    return match["bucket"], (match["key"] or "").strip("/")
+
+
+class EngineSettings(_Spec):
+    """vLLM engine settings of a base model's replicas."""
+
+    max_loras: int = Field(
+        4, ge=1, le=256,
+        description="LoRA adapters active in one batch on a replica (vLLM max_loras); "
+        "more adapters than this queue for a slot.",
+    )
+    max_cpu_loras: int | None = Field(
+        None, ge=1, le=4096,
+        description="Adapters kept loaded in host memory per replica, evicted LRU beyond it "
+        "(vLLM max_cpu_loras). Defaults to 4 x maxLoras. Must be >= maxLoras.",
+    )
+    max_lora_rank: int = Field(
+        16,
+        description="Largest LoRA rank an adapter of this base may have (vLLM max_lora_rank). "
+        "One of 1, 8, 16, 32, 64, 128, 256, 320, 512.",
+    )
+    max_model_len: int | None = Field(
+        None, ge=16,
+        description="Context length (prompt + completion tokens). Defaults to the model's own.",
+    )
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="Weight and activation dtype; 'auto' takes the model's."
+    )
+    enforce_eager: bool = Field(
+        False,
+        description="Run the model eagerly (no CUDA graphs or compilation): faster start, "
+        "slower steady state. Useful on CPU and for debugging.",
+    )
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _supported_rank(cls, v: int) -> int:
+        allowed = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+        if v not in allowed:
+            raise ValueError(f"{v} is not a rank vLLM supports; use one of {allowed}")
+        return v
+
+    @model_validator(mode="after")
+    def _cpu_loras_cover_gpu_loras(self) -> "EngineSettings":
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(
+                f"maxCpuLoras ({self.max_cpu_loras}) must be >= maxLoras ({self.max_loras})"
+            )
+        return self
+
+    @property
+    def resident_adapters(self) -> int:
+        """Adapters a replica keeps loaded (host memory) before evicting the least recent."""
+        return self.max_cpu_loras or 4 * self.max_loras
+
+
+class Resources(_Spec):
+    """What one replica of a base model needs."""
+
+    cpu: float = Field(1, gt=0, description="CPU cores per replica.")
+    gpu: int = Field(
+        0, ge=0, le=16,
+        description="GPUs per replica; above 1, the model is split across them (tensor parallel).",
+    )
+
+
+class Autoscaling(_Spec):
+    """Ray Serve autoscaling of one base model's deployment, independent of other bases."""
+
+    min_replicas: int = Field(1, ge=0, description="Replicas kept when idle (0 scales to zero).")
+    max_replicas: int = Field(1, ge=1, description="Upper bound on replicas.")
+    target_ongoing_requests: float = Field(
+        16, gt=0, description="Ongoing requests per replica that autoscaling aims for."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Autoscaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class BaseModelSpec(_Spec):
+    """A shared base model; one autoscaled Ray Serve deployment serves it and its adapters."""
+
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        description="Base model name (lowercase letters, digits, '-'); adapters refer to it, "
+        "and it must match the base an adapter's adapter_config.json names.",
+    )
+    source: str = Field(
+        min_length=1,
+        description="Where the weights are: s3://bucket/prefix, or a local directory "
+        "(development only: every Ray node must see the same path).",
+    )
+    engine: EngineSettings = Field(default_factory=EngineSettings, description="vLLM engine settings.")
+    resources: Resources = Field(default_factory=Resources, description="Resources per replica.")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Replica autoscaling.")
+
+    @field_validator("source")
+    @classmethod
+    def _source_shape(cls, v: str) -> str:
+        if "://" in v:
+            if not v.startswith("s3://"):
+                raise ValueError(f"'{v}': only s3:// URIs or local paths are supported")
+            parse_s3_uri(v)
+        return v
+
+
+class AdapterVersion(_Spec):
+    """One trained version of an adapter."""
+
+    version: str = Field(pattern=VERSION_PATTERN, description="Version label, e.g. v3 or 2026-11-01.")
+    source: str = Field(description="s3://bucket/prefix of the PEFT adapter directory.")
+    sha256: str | None = Field(
+        None,
+        pattern=SHA256_PATTERN,
+        description="Digest of the adapter directory as printed by `slm-fleet adapters push`; "
+        "when set, a replica refuses files that do not match it.",
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _s3_only(cls, v: str) -> str:
+        parse_s3_uri(v)
+        return v
+
+
+class AdapterSpec(_Spec):
+    """A LoRA adapter (a fine-tuned specialist) over one base model, with its versions."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Adapter name, unique in the fleet.")
+    base_model: str = Field(description="Name of the base model this adapter was trained on.")
+    versions: list[AdapterVersion] = Field(min_length=1, description="Available versions.")
+
+
+class RouteTarget(_Spec):
+    """Where a share of a route's traffic goes: an adapter version, or a base model alone."""
+
+    adapter: str | None = Field(None, description="Adapter name (with version).")
+    version: str | None = Field(None, description="Adapter version; required with adapter.")
+    base_model: str | None = Field(None, description="Base model name, to serve the base without an adapter.")
+    weight: int = Field(100, ge=0, le=100, description="Share of the route's traffic in percent.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "RouteTarget":
+        if (self.adapter is None) == (self.base_model is None):
+            raise ValueError("a target names either adapter (with version) or baseModel, not both or neither")
+        if self.adapter is not None and self.version is None:
+            raise ValueError(f"target adapter '{self.adapter}' needs a version")
+        if self.base_model is not None and self.version is not None:
+            raise ValueError("version applies to adapter targets only")
+        return self
+
+
+class RouteSpec(_Spec):
+    """A public model name clients send as `model`, split over weighted targets."""
+
+    name: str = Field(pattern=ROUTE_PATTERN, description="Model name clients send in requests.")
+    targets: list[RouteTarget] = Field(min_length=1, description="Weighted targets; weights sum to 100.")
+
+
+class FleetSpec(_Spec):
+    """Spec of a ModelFleet: base models, adapters with versions, and routes."""
+
+    base_models: list[BaseModelSpec] = Field(min_length=1, description="Base models, one deployment each.")
+    adapters: list[AdapterSpec] = Field(default_factory=list, description="LoRA adapters and their versions.")
+    routes: list[RouteSpec] = Field(min_length=1, description="Public routes (model names).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "FleetSpec":
+        problems = fleet_problems(self)
+        if problems:
+            raise FleetProblems(problems)
+        return self
+
+    def base(self, name: str) -> BaseModelSpec:
+        return next(b for b in self.base_models if b.name == name)
+
+    def adapter(self, name: str) -> AdapterSpec:
+        return next(a for a in self.adapters if a.name == name)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a fleet: ``path`` names the field as written in YAML."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class FleetProblems(ValueError):
+    """Raised by FleetSpec validation with every fleet-level problem found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+def _duplicates(names: list[str]) -> set[str]:
+    return {n for n, count in Counter(names).items() if count > 1}
+
+
+def fleet_problems(spec: FleetSpec) -> list[Problem]:
+    """Every fleet-level problem of ``spec`` (references, duplicates, weights), in field order."""
+    problems: list[Problem] = []
+    base_names = [b.name for b in spec.base_models]
+    adapters = {a.name: a for a in spec.adapters}
+
+    for kind, items in (("baseModels", spec.base_models), ("adapters", spec.adapters), ("routes", spec.routes)):
+        dup = _duplicates([i.name for i in items])
+        for i, item in enumerate(items):
+            if item.name in dup:
+                problems.append(Problem(f"{kind}[{i}].name", f"duplicate name '{item.name}'; names must be unique"))
+
+    for i, adapter in enumerate(spec.adapters):
+        if adapter.base_model not in base_names:
+            problems.append(Problem(
+                f"adapters[{i}].baseModel",
+                f"adapter '{adapter.name}' names unknown base model '{adapter.base_model}'; "
+                f"known base models: {', '.join(base_names)}",
+            ))
+        dup = _duplicates([v.version for v in adapter.versions])
+        for j, v in enumerate(adapter.versions):
+            if v.version in dup:
+                problems.append(Problem(
+                    f"adapters[{i}].versions[{j}].version",
+                    f"adapter '{adapter.name}' lists version '{v.version}' twice",
+                ))
+
+    for i, route in enumerate(spec.routes):
+        total = sum(t.weight for t in route.targets)
+        if total != 100:
+            problems.append(Problem(
+                f"routes[{i}].targets",
+                f"weights of route '{route.name}' sum to {total}; they must sum to 100",
+            ))
+        seen: set[tuple] = set()
+        for j, t in enumerate(route.targets):
+            path = f"routes[{i}].targets[{j}]"
+            key = (t.adapter, t.version, t.base_model)
+            if key in seen:
+                problems.append(Problem(path, f"route '{route.name}' lists the same target twice; merge their weights"))
+            seen.add(key)
+            if t.base_model is not None and t.base_model not in base_names:
+                problems.append(Problem(
+                    f"{path}.baseModel",
+                    f"route '{route.name}' targets unknown base model '{t.base_model}'; "
+                    f"known base models: {', '.join(base_names)}",
+                ))
+            if t.adapter is not None:
+                adapter = adapters.get(t.adapter)
+                if adapter is None:
+                    known = ", ".join(adapters) or "none declared"
+                    problems.append(Problem(
+                        f"{path}.adapter",
+                        f"route '{route.name}' targets unknown adapter '{t.adapter}'; known adapters: {known}",
+                    ))
+                elif t.version not in {v.version for v in adapter.versions}:
+                    problems.append(Problem(
+                        f"{path}.version",
+                        f"adapter '{t.adapter}' has no version '{t.version}'; "
+                        f"declared versions: {', '.join(v.version for v in adapter.versions)}",
+                    ))
+    return problems
+
+
+class FleetSpecError(Exception):
+    """A fleet that cannot be used, with every problem found (each names its field)."""
+
+    def __init__(self, problems: list[Problem], source: str = "fleet spec"):
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} is invalid ({len(problems)} problem(s)):\n{lines}")
+
+
+def _loc_to_path(loc: tuple) -> str:
+    # pydantic reports locations by alias, so these are already the YAML (camelCase) names.
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else ("." if path else "") + str(part)
+    return path
+
+
+def problems_from_validation_error(err: ValidationError, prefix: str = "") -> list[Problem]:
+    """Flatten a pydantic error into Problems whose paths name YAML fields."""
+    problems: list[Problem] = []
+    for e in err.errors():
+        path = _loc_to_path(e["loc"])
+        full = ".".join(p for p in (prefix, path) if p)
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, FleetProblems):
+            problems.extend(
+                Problem(".".join(x for x in (full, p.path) if x), p.message) for p in cause.problems
+            )
+            continue
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            message = "unknown field; check its spelling against the ModelFleet schema (`slm-fleet crd`)"
+        elif e["type"] == "missing":
+            message = "required field is missing"
+        problems.append(Problem(full, message))
+    return problems
+
+
+def parse_fleet(data: object, *, source: str = "fleet spec", prefix: str = "") -> FleetSpec:
+    """Validate ``data`` (a dict from YAML/JSON) as a FleetSpec; FleetSpecError lists every problem."""
+    try:
+        return FleetSpec.model_validate(data)
+    except ValidationError as err:
+        raise FleetSpecError(problems_from_validation_error(err, prefix), source) from None
