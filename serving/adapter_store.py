@@ -121,15 +121,22 @@ class AdapterStore:
             )
         names = adapter_files(directory)
         sha = digest_files(directory, names)
-        for name in names:
-            self._call(f"uploading {name} to {uri}", self.s3.upload_file,
-                       Filename=str(directory / name), Bucket=bucket, Key=f"{key_prefix}/{name}")
+        self.upload_dir(directory, uri, names=names)
         manifest = {"adapter": adapter, "version": version, "sha256": sha, "files": names,
                     "baseModel": meta.base_model, "rank": meta.rank}
         # Written last: a version without its manifest is an interrupted push, not a version.
         self._call(f"writing {MANIFEST_NAME} to {uri}", self.s3.put_object, Bucket=bucket,
                    Key=f"{key_prefix}/{MANIFEST_NAME}", Body=json.dumps(manifest, indent=2).encode())
         return StoredAdapter(adapter, version, uri, sha, meta.base_model, meta.rank)
+
+    def upload_dir(self, directory: str | Path, uri: str, *, names: list[str] | None = None) -> None:
+        """Upload the files under ``directory`` to ``uri`` (e.g. a base model's weights)."""
+        directory = Path(directory)
+        bucket, prefix = parse_s3_uri(uri)
+        for name in names if names is not None else adapter_files(directory):
+            key = f"{prefix}/{name}" if prefix else name
+            self._call(f"uploading {name} to {uri}", self.s3.upload_file,
+                       Filename=str(directory / name), Bucket=bucket, Key=key)
 
     def list(self, uri: str) -> list[StoredAdapter]:
         """Every pushed adapter version under ``uri`` (found by its manifest)."""
@@ -189,3 +196,26 @@ class AdapterStore:
                 "or was overwritten; re-push it as a new version"
             )
         return digest
+
+
+def source_problems(spec, store: AdapterStore) -> list:
+    """Problems with the adapter files a fleet points at: missing, unreadable, wrong base, rank.
+
+    Reads only each version's adapter_config.json, never the weights.
+    """
+    from serving.adapter_meta import adapter_problems
+    from serving.spec import Problem
+
+    problems = []
+    for i, adapter in enumerate(spec.adapters):
+        base = next((b for b in spec.base_models if b.name == adapter.base_model), None)
+        for j, v in enumerate(adapter.versions):
+            path = f"spec.adapters[{i}].versions[{j}].source"
+            try:
+                meta = store.read_config(v.source)
+            except AdapterStoreError as err:
+                problems.append(Problem(path, f"adapter '{adapter.name}' version '{v.version}': {err}"))
+                continue
+            for p in adapter_problems(meta, base=base) if base else []:
+                problems.append(Problem(path, f"adapter '{adapter.name}' version '{v.version}' {p}"))
+    return problems

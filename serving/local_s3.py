@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +11,16 @@ import time
 from contextlib import contextmanager
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "slmfleet", "AWS_SECRET_ACCESS_KEY": "slmfleet", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to stop the child when its parent dies, so a crashed demo leaves no S3 server."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def free_port() -> int:
@@ -28,7 +39,7 @@ def local_s3(port: int | None = None, *, buckets: tuple[str, ...] = ()):
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
     )
     saved = {k: os.environ.get(k) for k in (*CREDENTIALS, "AWS_ENDPOINT_URL")}
     try:

@@ -1,0 +1,219 @@
+"""``slm-fleet``: validate, serve and inspect fleets; push and list adapters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from serving.spec import FleetSpecError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def cmd_validate(args) -> int:
+    from serving.adapter_store import AdapterStore, source_problems
+    from serving.manifests import load_fleet_file
+
+    try:
+        spec = load_fleet_file(args.file)
+    except FleetSpecError as err:
+        return _fail(str(err))
+    if args.sources:
+        problems = source_problems(spec, AdapterStore())
+        if problems:
+            return _fail(str(FleetSpecError(problems, args.file)))
+    adapters = sum(len(a.versions) for a in spec.adapters)
+    checked = " (adapter sources checked)" if args.sources else ""
+    print(f"{args.file}: valid: {len(spec.base_models)} base model(s), {len(spec.adapters)} adapter(s) "
+          f"with {adapters} version(s), {len(spec.routes)} route(s){checked}")
+    return EXIT_OK
+
+
+def cmd_serve_config(args) -> int:
+    from serving.manifests import load_fleet_file
+    from serving.serve_config import serve_config
+
+    try:
+        spec = load_fleet_file(args.file)
+    except FleetSpecError as err:
+        return _fail(str(err))
+    print(yaml.safe_dump(serve_config(spec, host=args.host, port=args.port), sort_keys=False), end="")
+    return EXIT_OK
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame):
+    raise _Stop()
+
+
+def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None, on_ready=None) -> int:
+    """Serve the fleet in ``path``; redeploy in place when the file changes; stop on SIGINT/SIGTERM.
+
+    A changed file that does not validate is reported and the running fleet keeps serving.
+    """
+    from serving import local_runtime
+    from serving.manifests import load_fleet_file
+
+    try:
+        spec = load_fleet_file(path)
+    except FleetSpecError as err:
+        return _fail(str(err))
+    try:
+        print(f"starting fleet from {path} (first start takes about a minute on CPU)...", flush=True)
+        local_runtime.start_ray(num_cpus=num_cpus)
+        # After ray.init, which installs a SIGTERM handler of its own that aborts the driver.
+        signal.signal(signal.SIGTERM, _raise_stop)
+        signal.signal(signal.SIGINT, _raise_stop)
+        local_runtime.deploy(spec, host=host, port=port)
+        if on_ready:
+            on_ready(spec)
+        print(f"fleet serving at http://{host}:{port}/v1 ({len(spec.routes)} routes); "
+              f"edit {path} to change routes live; Ctrl-C to stop", flush=True)
+        mtime = os.stat(path).st_mtime
+        while True:
+            time.sleep(2)
+            current = os.stat(path).st_mtime
+            if current == mtime:
+                continue
+            mtime = current
+            try:
+                spec = load_fleet_file(path)
+            except FleetSpecError as err:
+                print(f"not applied, fleet keeps serving the previous spec:\n{err}", file=sys.stderr, flush=True)
+                continue
+            local_runtime.deploy(spec, host=host, port=port)
+            print(f"applied {path}: {len(spec.routes)} routes", flush=True)
+    except _Stop:
+        print("\nstopping fleet...", flush=True)
+        return EXIT_OK
+    except local_runtime.DeployError as err:
+        return _fail(str(err))
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        local_runtime.shutdown()
+
+
+def cmd_serve(args) -> int:
+    return serve_until_stopped(args.file, host=args.host, port=args.port, num_cpus=args.num_cpus)
+
+
+def cmd_adapters_push(args) -> int:
+    from serving.adapter_meta import AdapterConfigError
+    from serving.adapter_store import AdapterStore, AdapterStoreError
+
+    try:
+        stored = AdapterStore().push(args.dir, adapter=args.adapter, version=args.version, to=args.to)
+    except (AdapterConfigError, AdapterStoreError, ValueError) as err:
+        return _fail(f"not pushed: {err}")
+    print(f"pushed {stored.adapter} {stored.version} to {stored.uri}\nsha256: {stored.sha256}")
+    return EXIT_OK
+
+
+def cmd_adapters_list(args) -> int:
+    from serving.adapter_store import AdapterStore, AdapterStoreError
+
+    try:
+        stored = AdapterStore().list(args.uri)
+    except (AdapterStoreError, ValueError) as err:
+        return _fail(str(err))
+    if args.json:
+        print(json.dumps([s.__dict__ for s in stored], indent=2))
+        return EXIT_OK
+    rows = [("ADAPTER", "VERSION", "BASE", "RANK", "SHA256", "SOURCE")]
+    rows += [(s.adapter, s.version, s.base_model or "-", str(s.rank or "-"), (s.sha256 or "-")[:12], s.uri) for s in stored]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return EXIT_OK
+
+
+def cmd_demo_assets(args) -> int:
+    from serving.demo_assets import generate
+
+    summary = generate(args.dir)
+    print(json.dumps(summary, indent=2))
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from serving.demo import run_demo
+
+    return run_demo(fleet=args.file, assets=args.assets, host=args.host, port=args.port, num_cpus=args.num_cpus)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slm-fleet", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check a fleet file (a ModelFleet manifest or a bare spec)")
+    v.add_argument("file")
+    v.add_argument("--sources", action="store_true",
+                   help="also read each adapter version's adapter_config.json from S3 and check base and rank")
+    v.set_defaults(fn=cmd_validate)
+
+    def serving_args(sp, port=8000):
+        sp.add_argument("--host", default="127.0.0.1")
+        sp.add_argument("--port", type=int, default=port)
+
+    sc = sub.add_parser("serve-config", help="print the Ray Serve config (serveConfigV2) for a fleet")
+    sc.add_argument("file")
+    serving_args(sc)
+    sc.set_defaults(fn=cmd_serve_config, host="0.0.0.0")
+
+    s = sub.add_parser("serve", help="run a fleet on a local Ray instance until interrupted")
+    s.add_argument("file")
+    serving_args(s)
+    s.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for the local Ray instance")
+    s.set_defaults(fn=cmd_serve)
+
+    a = sub.add_parser("adapters", help="push and list adapter versions in S3")
+    asub = a.add_subparsers(dest="adapters_command", required=True)
+    push = asub.add_parser("push", help="upload a PEFT LoRA adapter directory as a new version")
+    push.add_argument("dir")
+    push.add_argument("--adapter", required=True)
+    push.add_argument("--version", required=True)
+    push.add_argument("--to", required=True, metavar="s3://bucket/prefix")
+    push.set_defaults(fn=cmd_adapters_push)
+    ls = asub.add_parser("list", help="list adapter versions under an S3 prefix")
+    ls.add_argument("uri", metavar="s3://bucket/prefix")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(fn=cmd_adapters_list)
+
+    d = sub.add_parser("demo-assets", help="generate a tiny base model and task adapters")
+    d.add_argument("dir")
+    d.set_defaults(fn=cmd_demo_assets)
+
+    demo = sub.add_parser("demo", help="run the quickstart fleet locally with a local S3 endpoint")
+    demo.add_argument("--file", default="manifests/examples/quickstart.yaml")
+    demo.add_argument("--assets", default=".demo/assets")
+    serving_args(demo)
+    demo.add_argument("--num-cpus", type=int, default=4)
+    demo.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The real stack, started once per test session: moto S3, Ray Serve, vLLM on CPU, tiny model.
+
+The test fleet is the quickstart fleet plus routes that exercise splits and failures:
+- ``ab``: 50/50 between two adapters, for stickiness;
+- ``ghost``: a version that was never pushed; ``corrupt``: a version whose sha256 is wrong;
+- ``misfit``: an adapter trained on another base.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from serving import local_runtime
+from serving.adapter_store import AdapterStore
+from serving.demo import ensure_assets, stage
+from serving.local_s3 import local_s3
+from serving.manifests import load_fleet_file
+from serving.spec import parse_fleet
+
+ROOT = Path(__file__).parents[2]
+QUICKSTART = ROOT / "manifests/examples/quickstart.yaml"
+ASSETS = Path(os.environ.get("SLMFLEET_TEST_ASSETS", ROOT / ".demo/assets"))
+BUCKET = "slmfleet-demo"
+
+
+def _test_fleet(misfit_dir: Path) -> dict:
+    spec = yaml.safe_load(QUICKSTART.read_text())["spec"]
+    spec = copy.deepcopy(spec)
+    spec["adapters"] += [
+        {"name": "ghost", "baseModel": "tiny-llama",
+         "versions": [{"version": "v1", "source": f"s3://{BUCKET}/adapters/ghost/v1"}]},
+        {"name": "corrupt", "baseModel": "tiny-llama",
+         "versions": [{"version": "v1", "source": f"s3://{BUCKET}/adapters/shout/v1", "sha256": "0" * 64}]},
+        {"name": "misfit", "baseModel": "tiny-llama",
+         "versions": [{"version": "v1", "source": f"s3://{BUCKET}/adapters/misfit/v1"}]},
+    ]
+    spec["routes"] += [
+        {"name": "ab", "targets": [{"adapter": "shout", "version": "v1", "weight": 50},
+                                   {"adapter": "reverse", "version": "v1", "weight": 50}]},
+        {"name": "ghost", "targets": [{"adapter": "ghost", "version": "v1"}]},
+        {"name": "corrupt", "targets": [{"adapter": "corrupt", "version": "v1"}]},
+        {"name": "misfit", "targets": [{"adapter": "misfit", "version": "v1"}]},
+    ]
+    return spec
+
+
+class Fleet:
+    def __init__(self, url: str, spec_data: dict, assets: dict):
+        self.url, self.spec_data, self.assets = url, spec_data, assets
+        self.spec = parse_fleet(spec_data)
+
+    def deploy(self, spec_data: dict) -> None:
+        local_runtime.deploy(parse_fleet(spec_data), port=self.port)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+
+@pytest.fixture(scope="session")
+def s3():
+    with local_s3(buckets=(BUCKET,)) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def assets():
+    return ensure_assets(ASSETS)
+
+
+@pytest.fixture(scope="session")
+def fleet(s3, assets, tmp_path_factory):
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    store = AdapterStore()
+    misfit = tmp_path_factory.mktemp("misfit")
+    shutil.copytree(assets["adapters"]["shout"], misfit, dirs_exist_ok=True)
+    cfg = json.loads((misfit / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "Qwen/Qwen3-1.7B"
+    (misfit / "adapter_config.json").write_text(json.dumps(cfg))
+
+    spec_data = _test_fleet(misfit)
+    stage(load_fleet_file(QUICKSTART), assets, store)
+    store.push(misfit, adapter="misfit", version="v1", to=f"s3://{BUCKET}/adapters")
+
+    port = 8000 + os.getpid() % 1000
+    local_runtime.start_ray(num_cpus=4)
+    try:
+        local_runtime.deploy(parse_fleet(spec_data), port=port)
+        yield Fleet(f"http://127.0.0.1:{port}", spec_data, assets)
+    finally:
+        local_runtime.shutdown()
+
+
+@pytest.fixture(scope="session")
+def client(fleet):
+    with httpx.Client(base_url=fleet.url, timeout=120) as c:
+        yield c

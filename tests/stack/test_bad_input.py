@@ -1,0 +1,60 @@
+"""Bad input gets a clear OpenAI-style error, and never stops other routes from serving."""
+
+import pytest
+
+PROMPT = "in: red fox\nout:"
+
+
+def error_of(resp, status):
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body["error"]) >= {"message", "type", "code"}
+    return body["error"]
+
+
+def test_unknown_model_is_404_naming_the_available_routes(client):
+    err = error_of(client.post("/v1/completions", json={"model": "gpt-9", "prompt": "x"}), 404)
+    assert "'gpt-9' is not a route" in err["message"] and "shout" in err["message"]
+    assert err["code"] == "model_not_found" and err["param"] == "model"
+
+
+def test_missing_model_is_404(client):
+    err = error_of(client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}), 404)
+    assert "names no model" in err["message"]
+
+
+def test_malformed_json_is_400(client):
+    resp = client.post("/v1/completions", content=b'{"model": "shout", "prompt": ',
+                       headers={"content-type": "application/json"})
+    error_of(resp, 400)
+
+
+@pytest.mark.parametrize("payload", [
+    {"model": "shout", "prompt": PROMPT, "max_tokens": "many"},
+    {"model": "shout", "prompt": PROMPT, "temperature": "hot"},
+    {"model": "shout", "messages": "not a list"},
+])
+def test_invalid_parameters_are_400(client, payload):
+    path = "/v1/chat/completions" if "messages" in payload else "/v1/completions"
+    error_of(client.post(path, json=payload), 400)
+
+
+def test_prompt_longer_than_the_context_is_400(client):
+    err = error_of(client.post("/v1/completions", json={
+        "model": "shout", "prompt": "red fox " * 400, "max_tokens": 8}), 400)
+    assert err["message"]
+
+
+@pytest.mark.parametrize("route,words", [
+    ("ghost", "no adapter_config.json at s3://slmfleet-demo/adapters/ghost/v1"),
+    ("corrupt", "expected 0000"),
+    ("misfit", "trained on base 'Qwen/Qwen3-1.7B' but is attached to base model 'tiny-llama'"),
+])
+def test_unloadable_adapter_fails_its_route_only(client, route, words):
+    for _ in range(2):  # a failure is not cached as a success, and does not break the replica
+        err = error_of(client.post("/v1/completions", json={"model": route, "prompt": PROMPT, "max_tokens": 4}), 503)
+        assert err["type"] == "adapter_unavailable"
+        assert f"adapter '{route}' version 'v1' cannot be loaded" in err["message"]
+        assert words in err["message"]
+        ok = client.post("/v1/completions", json={"model": "shout", "prompt": PROMPT, "max_tokens": 4})
+        assert ok.status_code == 200

@@ -1,0 +1,62 @@
+from ray.serve.schema import ServeDeploySchema
+
+from serving.serve_config import (
+    ROUTER_DEPLOYMENT, adapter_catalog, base_deployment_name, llm_config_dict, serve_config,
+)
+from serving.spec import parse_fleet
+from tests.unit.fleets import fleet
+
+
+def test_config_is_a_valid_ray_serve_config():
+    config = serve_config(parse_fleet(fleet()))
+    schema = ServeDeploySchema.model_validate(config)
+    app = schema.applications[0]
+    assert app.import_path == "serving.app:build_app"
+    names = [d.name for d in app.deployments]
+    assert names == [ROUTER_DEPLOYMENT, base_deployment_name("tiny-llama"), base_deployment_name("tiny-qwen")]
+
+
+def test_route_adapter_and_autoscaling_changes_leave_app_args_alone():
+    """Ray Serve restarts replicas when args change; these changes must be applied in place."""
+    before = serve_config(parse_fleet(fleet()))["applications"][0]
+    after = serve_config(parse_fleet(fleet(**{
+        "routes.0.targets.0.weight": 50, "routes.0.targets.1.weight": 50,
+        "adapters.1.versions": [{"version": "v1", "source": "s3://adapters/json/v1"},
+                                {"version": "v2", "source": "s3://adapters/json/v2"}],
+        "baseModels.0.autoscaling": {"minReplicas": 1, "maxReplicas": 4},
+    })))["applications"][0]
+    assert after["args"] == before["args"]
+    assert after["import_path"] == before["import_path"]
+    assert after["deployments"] != before["deployments"]
+    assert after["deployments"][1]["autoscaling_config"]["max_replicas"] == 4
+
+
+def test_base_model_change_changes_app_args():
+    before = serve_config(parse_fleet(fleet()))["applications"][0]["args"]
+    after = serve_config(parse_fleet(fleet(**{"baseModels.0.engine.maxLoras": 4})))["applications"][0]["args"]
+    assert before != after
+
+
+def test_adapter_catalog_holds_each_version_of_that_base_only():
+    catalog = adapter_catalog(parse_fleet(fleet()), "tiny-llama")
+    assert set(catalog) == {"tiny-llama:shout@v1", "tiny-llama:shout@v2"}
+    assert catalog["tiny-llama:shout@v2"] == {
+        "adapter": "shout", "version": "v2", "source": "s3://adapters/shout/v2", "sha256": "a" * 64}
+
+
+def test_llm_config_for_cpu_and_gpu_bases():
+    spec = parse_fleet(fleet(**{"baseModels.1.resources": {"cpu": 4, "gpu": 2}}))
+    cpu = llm_config_dict(spec.base("tiny-llama"))
+    assert cpu["model_loading_config"] == {"model_id": "tiny-llama", "model_source": {"bucket_uri": "s3://models/tiny-llama"}}
+    assert cpu["engine_kwargs"]["max_loras"] == 2 and cpu["engine_kwargs"]["max_lora_rank"] == 8
+    assert cpu["placement_group_config"] == {"bundles": [{"CPU": 1}]}
+    gpu = llm_config_dict(spec.base("tiny-qwen"))
+    assert gpu["model_loading_config"]["model_source"] == "/models/tiny-qwen"
+    assert gpu["engine_kwargs"]["tensor_parallel_size"] == 2
+    assert gpu["placement_group_config"]["bundles"] == [{"GPU": 1, "CPU": 4}, {"GPU": 1}]
+
+
+def test_llm_config_is_accepted_by_ray_serve_llm():
+    from ray.serve.llm import LLMConfig
+
+    LLMConfig(**llm_config_dict(parse_fleet(fleet()).base("tiny-llama")))
