@@ -23,7 +23,8 @@ from serving.adapter_meta import adapter_problems
 from serving.adapter_store import AdapterStore, AdapterStoreError
 from serving.spec import BaseModelSpec
 
-logger = logging.getLogger("slmfleet.engine")
+# Under "ray.serve" so that lines carry the replica context and reach the replica log files.
+logger = logging.getLogger("ray.serve").getChild("slmfleet.engine")
 
 
 class AdapterUnavailable(RuntimeError):

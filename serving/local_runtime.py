@@ -24,7 +24,11 @@ def start_ray(*, num_cpus: int | None = None) -> None:
 
 
 def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 600) -> dict:
-    """Deploy (or update in place) the fleet and wait until it runs; returns the Serve config used."""
+    """Deploy (or update in place) the fleet and wait until it runs; returns the Serve config used.
+
+    Deploys through Serve's config path, as KubeRay does. ``serve.run`` would not do: it gives
+    every deployment a fresh random version, so each update would restart the engines.
+    """
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 

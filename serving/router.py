@@ -21,9 +21,9 @@ from starlette.responses import JSONResponse, Response
 
 from serving.engine_server import AdapterUnavailable
 from serving.routing import RoutingTable, Target, UnknownRoute
-from serving.spec import FleetSpec, FleetSpecError, parse_fleet
+from serving.spec import FleetSpecError, parse_fleet
 
-logger = logging.getLogger("slmfleet.router")
+logger = logging.getLogger("ray.serve").getChild("slmfleet.router")
 
 SESSION_HEADER = "x-session-id"
 OWNER = "slm-fleet"
@@ -56,7 +56,6 @@ class FleetRouter(OpenAiIngress):
         cards = {name: ModelCard(id=name, object="model", owned_by=OWNER, permission=[], metadata={})
                  for name in llm_deployments}
         super().__init__(llm_deployments, cards)
-        self._spec: FleetSpec | None = None
         self._table: RoutingTable | None = None
 
     def reconfigure(self, user_config: dict) -> None:
@@ -68,19 +67,25 @@ class FleetRouter(OpenAiIngress):
                 raise
             logger.error("refusing new routing config, keeping the current one: %s", err)
             return
-        self._spec, self._table = spec, RoutingTable(spec)
+        self._table = RoutingTable(spec)
         logger.info("routing table: %d route(s): %s", len(spec.routes), ", ".join(self._table.routes))
 
+    @property
+    def table(self) -> RoutingTable:
+        if self._table is None:  # only if deployed without the user_config serve_config renders
+            raise OpenAIHTTPException(503, "the router has no routing config yet", type="service_unavailable")
+        return self._table
+
     def _route_card(self, name: str) -> ModelCard:
-        targets = [t.describe() for t in self._table.routes[name]]
+        targets = [t.describe() for t in self.table.routes[name]]
         return ModelCard(id=name, object="model", owned_by=OWNER, permission=[], metadata={"targets": targets})
 
     async def models(self):
-        return {"object": "list", "data": [self._route_card(n).model_dump() for n in self._table.routes]}
+        return {"object": "list", "data": [self._route_card(n).model_dump() for n in self.table.routes]}
 
     async def model_data(self, model: str):
-        if model not in self._table.routes:
-            return error_response(404, str(UnknownRoute(model, sorted(self._table.routes))),
+        if model not in self.table.routes:
+            return error_response(404, str(UnknownRoute(model, sorted(self.table.routes))),
                                   type="invalid_request_error", code="model_not_found", param="model")
         return self._route_card(model).model_dump()
 
@@ -94,7 +99,7 @@ class FleetRouter(OpenAiIngress):
         route = body.model
         sticky_key = body.user or request.headers.get(SESSION_HEADER)
         try:
-            target = self._table.resolve(route, sticky_key=sticky_key)
+            target = self.table.resolve(route, sticky_key=sticky_key)
         except UnknownRoute as err:
             return error_response(404, str(err), type="invalid_request_error", code="model_not_found", param="model")
         headers = served_by_headers(route, target)

@@ -223,9 +223,6 @@ class FleetSpec(_Spec):
     def base(self, name: str) -> BaseModelSpec:
         return next(b for b in self.base_models if b.name == name)
 
-    def adapter(self, name: str) -> AdapterSpec:
-        return next(a for a in self.adapters if a.name == name)
-
 
 @dataclass(frozen=True)
 class Problem:

@@ -31,7 +31,7 @@ ASSETS = Path(os.environ.get("SLMFLEET_TEST_ASSETS", ROOT / ".demo/assets"))
 BUCKET = "slmfleet-demo"
 
 
-def _test_fleet(misfit_dir: Path) -> dict:
+def _test_fleet() -> dict:
     spec = yaml.safe_load(QUICKSTART.read_text())["spec"]
     spec = copy.deepcopy(spec)
     spec["adapters"] += [
@@ -86,7 +86,7 @@ def fleet(s3, assets, tmp_path_factory):
     cfg["base_model_name_or_path"] = "Qwen/Qwen3-1.7B"
     (misfit / "adapter_config.json").write_text(json.dumps(cfg))
 
-    spec_data = _test_fleet(misfit)
+    spec_data = _test_fleet()
     stage(load_fleet_file(QUICKSTART), assets, store)
     store.push(misfit, adapter="misfit", version="v1", to=f"s3://{BUCKET}/adapters")
 

@@ -58,3 +58,22 @@ def test_unloadable_adapter_fails_its_route_only(client, route, words):
         assert words in err["message"]
         ok = client.post("/v1/completions", json={"model": "shout", "prompt": PROMPT, "max_tokens": 4})
         assert ok.status_code == 200
+
+
+def test_adapter_failures_are_logged_with_adapter_version_and_cause(client):
+    import time
+    from pathlib import Path
+
+    import ray
+
+    error_of(client.post("/v1/completions", json={"model": "ghost", "prompt": PROMPT, "max_tokens": 4}), 503)
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    wanted = "adapter load failed: adapter=ghost version=v1 source=s3://slmfleet-demo/adapters/ghost/v1 cause="
+    deadline = time.monotonic() + 30  # replica logs are flushed asynchronously
+    while time.monotonic() < deadline:
+        text = "".join(p.read_text(errors="replace") for p in logs.glob("replica_slm-fleet_BaseModel_tiny-llama_*.log"))
+        if wanted in text:
+            break
+        time.sleep(1)
+    assert wanted in text
+    assert "no adapter_config.json" in text.split(wanted, 1)[1].splitlines()[0]
