@@ -15,26 +15,29 @@ import yaml
 
 from serving.spec import FleetSpecError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_FAILED
+class UserError(Exception):
+    """Something the user can fix; printed without a traceback."""
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from serving.adapter_store import AdapterStoreError
+    from serving.local_runtime import DeployError
+
+    return (UserError, FleetSpecError, AdapterStoreError, DeployError)
 
 
 def cmd_validate(args) -> int:
     from serving.adapter_store import AdapterStore, source_problems
     from serving.manifests import load_fleet_file
 
-    try:
-        spec = load_fleet_file(args.file)
-    except FleetSpecError as err:
-        return _fail(str(err))
+    spec = load_fleet_file(args.file)
     if args.sources:
         problems = source_problems(spec, AdapterStore())
         if problems:
-            return _fail(str(FleetSpecError(problems, args.file)))
+            raise FleetSpecError(problems, args.file)
     adapters = sum(len(a.versions) for a in spec.adapters)
     checked = " (adapter sources checked)" if args.sources else ""
     print(f"{args.file}: valid: {len(spec.base_models)} base model(s), {len(spec.adapters)} adapter(s) "
@@ -46,10 +49,7 @@ def cmd_serve_config(args) -> int:
     from serving.manifests import load_fleet_file
     from serving.serve_config import serve_config
 
-    try:
-        spec = load_fleet_file(args.file)
-    except FleetSpecError as err:
-        return _fail(str(err))
+    spec = load_fleet_file(args.file)
     print(yaml.safe_dump(serve_config(spec, host=args.host, port=args.port), sort_keys=False), end="")
     return EXIT_OK
 
@@ -70,10 +70,7 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
     from serving import local_runtime
     from serving.manifests import load_fleet_file
 
-    try:
-        spec = load_fleet_file(path)
-    except FleetSpecError as err:
-        return _fail(str(err))
+    spec = load_fleet_file(path)
     try:
         print(f"starting fleet from {path} (first start takes about a minute on CPU)...", flush=True)
         local_runtime.start_ray(num_cpus=num_cpus)
@@ -102,8 +99,6 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
     except _Stop:
         print("\nstopping fleet...", flush=True)
         return EXIT_OK
-    except local_runtime.DeployError as err:
-        return _fail(str(err))
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -115,24 +110,23 @@ def cmd_serve(args) -> int:
 
 
 def cmd_adapters_push(args) -> int:
-    from serving.adapter_meta import AdapterConfigError
-    from serving.adapter_store import AdapterStore, AdapterStoreError
+    from serving.adapter_store import AdapterStore
 
     try:
         stored = AdapterStore().push(args.dir, adapter=args.adapter, version=args.version, to=args.to)
-    except (AdapterConfigError, AdapterStoreError, ValueError) as err:
-        return _fail(f"not pushed: {err}")
+    except ValueError as err:  # AdapterConfigError, or a --to that is no S3 URI
+        raise UserError(f"not pushed: {err}") from None
     print(f"pushed {stored.adapter} {stored.version} to {stored.uri}\nsha256: {stored.sha256}")
     return EXIT_OK
 
 
 def cmd_adapters_list(args) -> int:
-    from serving.adapter_store import AdapterStore, AdapterStoreError
+    from serving.adapter_store import AdapterStore
 
     try:
         stored = AdapterStore().list(args.uri)
-    except (AdapterStoreError, ValueError) as err:
-        return _fail(str(err))
+    except ValueError as err:  # not an S3 URI
+        raise UserError(str(err)) from None
     if args.json:
         print(json.dumps([s.__dict__ for s in stored], indent=2))
         return EXIT_OK
@@ -212,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except _user_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def ask_every_route(spec: FleetSpec, base_url: str) -> list[tuple[str, str, str,
 
 
 def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int) -> int:
-    from serving.cli import _fail, serve_until_stopped
+    from serving.cli import UserError, serve_until_stopped
     from serving.local_s3 import local_s3
     from serving.manifests import load_fleet_file
 
@@ -80,7 +80,7 @@ def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int) ->
         try:
             stage(spec, summary, AdapterStore())
         except Exception as err:  # noqa: BLE001 - reported to the user, nothing else to clean up
-            return _fail(f"could not stage demo assets: {err}")
+            raise UserError(f"could not stage demo assets: {err}") from err
 
         def show(spec: FleetSpec) -> None:
             rows = ask_every_route(spec, f"http://{host}:{port}/v1")
