@@ -13,7 +13,7 @@ export VLLM_CPU_KVCACHE_SPACE ?= 1
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,demo,test]'
+	$(PY) -m pip install -q -e '.[cpu,demo,operator,test]'
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $@
 
