@@ -32,7 +32,9 @@ def build_app(args: dict) -> Application:
     router = serve.deployment(
         make_fastapi_ingress(FleetRouter, endpoint_map=ENDPOINTS),
         name=ROUTER_DEPLOYMENT,
-        # The router only resolves and forwards; many requests share one replica.
+        # The router only resolves and forwards: many requests share one replica, and it needs
+        # no CPU reservation (on KubeRay it runs on the head, which takes no engine replicas).
         max_ongoing_requests=1000,
+        ray_actor_options={"num_cpus": 0},
     )
     return router.bind(llm_deployments=handles)

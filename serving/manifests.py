@@ -34,6 +34,11 @@ def fleet_from_document(doc: object, *, source: str) -> FleetSpec:
 
 def load_fleet_file(path: str | Path) -> FleetSpec:
     """Parse a fleet YAML file; FleetSpecError names every problem, with its field."""
+    return read_fleet_file(path)[0]
+
+
+def read_fleet_file(path: str | Path) -> tuple[FleetSpec, dict]:
+    """The spec and the manifest's metadata (empty for a bare spec) of a fleet YAML file."""
     path = Path(path)
     source = str(path)
     try:
@@ -46,4 +51,5 @@ def load_fleet_file(path: str | Path) -> FleetSpec:
         raise FleetSpecError([Problem("", f"not valid YAML: {err}")], source) from None
     if len(docs) != 1:
         raise FleetSpecError([Problem("", f"expected one YAML document, found {len(docs)}")], source)
-    return fleet_from_document(docs[0], source=source)
+    metadata = docs[0].get("metadata") if isinstance(docs[0], dict) else None
+    return fleet_from_document(docs[0], source=source), dict(metadata or {})

@@ -1,0 +1,109 @@
+"""Render a ModelFleet into the KubeRay RayService that runs it. Pure: no API calls.
+
+The RayService carries two things KubeRay treats differently:
+- ``serveConfigV2``: the fleet's Ray Serve config (``serving.serve_config``). KubeRay applies a
+  change here to the running Ray cluster; routes and adapter versions change in place.
+- ``rayClusterConfig``: the head and one worker group per base model, sized for one replica of
+  that base per pod. KubeRay rolls out a new Ray cluster when this changes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import yaml
+
+from operators.settings import OperatorSettings
+from serving.manifests import API_VERSION, KIND
+from serving.serve_config import serve_config
+from serving.spec import BaseModelSpec, FleetSpec
+
+MANAGED_BY = "slm-fleet"
+FLEET_LABEL = "slmfleet.io/fleet"
+SERVE_PORT = 8000
+
+
+def labels(fleet_name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/part-of": "slm-fleet",
+            FLEET_LABEL: fleet_name}
+
+
+def serve_config_v2(spec: FleetSpec) -> str:
+    """The fleet's Serve config as KubeRay wants it: YAML text, HTTP options left to KubeRay."""
+    config = serve_config(spec)
+    del config["http_options"]  # KubeRay runs the proxy on the head's serve port itself
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _container(name: str, settings: OperatorSettings, *, cpu: str, memory: str, gpu: int = 0,
+               ports: list[dict] | None = None) -> dict:
+    limits = {"cpu": cpu, "memory": memory}
+    if gpu:
+        limits["nvidia.com/gpu"] = str(gpu)
+    container = {
+        "name": name,
+        "image": settings.ray_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "resources": {"requests": dict(limits), "limits": limits},
+    }
+    if ports:
+        container["ports"] = ports
+    return container
+
+
+def worker_group(base: BaseModelSpec, settings: OperatorSettings) -> dict:
+    """Pods for one base model: each holds one replica (its engine bundle plus the replica actor)."""
+    cpu = str(math.ceil(base.resources.cpu) + 1)
+    a = base.autoscaling
+    return {
+        "groupName": base.name,
+        "replicas": a.min_replicas,
+        "minReplicas": a.min_replicas,
+        "maxReplicas": a.max_replicas,
+        "labels": {"slmfleet.io/base-model": base.name},
+        "rayStartParams": {},
+        "template": {
+            "metadata": {"labels": {"slmfleet.io/base-model": base.name}},
+            "spec": {"containers": [
+                _container("ray-worker", settings, cpu=cpu, memory=settings.worker_memory, gpu=base.resources.gpu)
+            ]},
+        },
+    }
+
+
+def ray_cluster_config(spec: FleetSpec, settings: OperatorSettings) -> dict:
+    head_ports = [{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": 8265},
+                  {"name": "client", "containerPort": 10001}, {"name": "serve", "containerPort": SERVE_PORT}]
+    return {
+        "rayVersion": settings.ray_version,
+        # Serve autoscaling asks for replicas; Ray's autoscaler adds the worker pods they need.
+        "enableInTreeAutoscaling": True,
+        "headGroupSpec": {
+            # No engine replicas on the head: it runs the Serve controller, proxy and router.
+            "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+            "template": {"spec": {"containers": [
+                _container("ray-head", settings, cpu=settings.head_cpu, memory=settings.head_memory, ports=head_ports)
+            ]}},
+        },
+        "workerGroupSpecs": [worker_group(b, settings) for b in spec.base_models],
+    }
+
+
+def render_rayservice(spec: FleetSpec, *, name: str, namespace: str, settings: OperatorSettings,
+                      owner_uid: str | None = None) -> dict:
+    """The RayService for fleet ``name``; with ``owner_uid`` it is owned by (and deleted with) the fleet."""
+    metadata = {"name": name, "namespace": namespace, "labels": labels(name)}
+    if owner_uid:
+        metadata["ownerReferences"] = [{
+            "apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": owner_uid,
+            "controller": True, "blockOwnerDeletion": True,
+        }]
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": metadata,
+        "spec": {
+            "serveConfigV2": serve_config_v2(spec),
+            "rayClusterConfig": ray_cluster_config(spec, settings),
+        },
+    }

@@ -1,0 +1,126 @@
+"""The real operator (kopf) against an in-process Kubernetes API emulator (kmock).
+
+kmock stores objects and streams watch events, but sets no uid, generation or resourceVersion;
+kopf and the operator rely on those, so ``KubeAPI`` adds them the way the API server does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import datetime
+import itertools
+import uuid
+from pathlib import Path
+
+import httpx
+import kmock
+import kopf
+import pytest
+import yaml
+
+import operators.handlers  # noqa: F401 - registers the handlers with kopf
+
+ROOT = Path(__file__).parents[2]
+FLEETS = "/apis/slmfleet.io/v1alpha1/namespaces/default/modelfleets"
+RAYSERVICES = "/apis/ray.io/v1/namespaces/default/rayservices"
+_versions = itertools.count(1)
+
+
+class KubeAPI(kmock.KubernetesEmulator):
+    """kmock's emulator with uid, creationTimestamp, generation and resourceVersion kept."""
+
+    async def _handle(self, request):
+        data = request.data
+        if request.resource is not None and isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
+            if request.action == kmock.action.CREATE:
+                meta.setdefault("uid", str(uuid.uuid4()))
+                meta.setdefault("creationTimestamp", datetime.datetime.now(datetime.UTC).isoformat())
+                meta["generation"] = 1
+                meta["resourceVersion"] = str(next(_versions))
+            elif request.action == kmock.action.UPDATE and request.name is not None:
+                meta["resourceVersion"] = str(next(_versions))
+                key = (request.resource, request.namespace, request.name)
+                stored = self.objects[key] if key in self.objects else None
+                if stored is not None and "spec" in data and request.subresource is None:
+                    meta["generation"] = stored.get("metadata", {}).get("generation", 1) + 1
+        return await super()._handle(request)
+
+
+@pytest.fixture
+async def k8s():
+    async with KubeAPI() as api, kmock.Server(api):
+        api.resources["slmfleet.io/v1alpha1/modelfleets"] = kmock.ResourceInfo(
+            kind="ModelFleet", namespaced=True, subresources={"status"},
+            verbs={"get", "list", "watch", "create", "patch", "update", "delete"})
+        api.resources["ray.io/v1/rayservices"] = kmock.ResourceInfo(
+            kind="RayService", namespaced=True, subresources={"status"},
+            verbs={"get", "list", "watch", "create", "patch", "update", "delete"})
+        api.resources["v1/events"] = kmock.ResourceInfo(kind="Event", namespaced=True,
+                                                         verbs={"create", "patch", "get", "list"})
+        # kopf waits for these two to be discoverable before it starts any watch, even
+        # cluster-wide (where it lists neither).
+        api.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs={"list", "watch"})
+        api.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
+            kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch"})
+        yield api
+
+
+class Operator:
+    """Start/stop the real kopf operator in this event loop, as many times as a test needs."""
+
+    def __init__(self):
+        self.task: asyncio.Task | None = None
+        self.stop_flag: asyncio.Event | None = None
+
+    def start(self):
+        self.stop_flag = asyncio.Event()
+        self.task = asyncio.create_task(
+            kopf.operator(standalone=True, clusterwide=True, stop_flag=self.stop_flag))
+
+    async def stop(self):
+        """Stop as on SIGTERM: kopf finishes its tasks and exits."""
+        if self.task is not None:
+            self.stop_flag.set()
+            # kopf ends its root task by cancelling it: that is its normal exit.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self.task, timeout=30)
+            self.task = None
+
+
+@pytest.fixture
+async def operator(k8s, monkeypatch):
+    monkeypatch.setenv("SLMFLEET_KUBE_API", str(k8s.url).rstrip("/"))
+    monkeypatch.setenv("SLMFLEET_RAY_IMAGE", "registry.test/slm-fleet/serving:test")
+    op = Operator()
+    op.start()
+    yield op
+    await op.stop()
+
+
+@pytest.fixture
+async def api(k8s):
+    async with httpx.AsyncClient(base_url=str(k8s.url), timeout=10) as client:
+        yield client
+
+
+def quickstart(name: str = "quickstart") -> dict:
+    doc = yaml.safe_load((ROOT / "manifests/examples/quickstart.yaml").read_text())
+    doc["metadata"] = {"name": name, "namespace": "default"}
+    return copy.deepcopy(doc)
+
+
+async def eventually(fn, *, timeout: float = 15, interval: float = 0.1):
+    """Poll ``fn`` (sync or async) until it returns something truthy; fail with its last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = fn()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        await asyncio.sleep(interval)
