@@ -1,7 +1,8 @@
 """The real operator (kopf) against an in-process Kubernetes API emulator (kmock).
 
-kmock stores objects and streams watch events, but sets no uid, generation or resourceVersion;
-kopf and the operator rely on those, so ``KubeAPI`` adds them the way the API server does.
+kmock stores objects and streams watch events, but sets no uid, generation or resourceVersion
+and ignores generateName; kopf and the operator rely on those, so ``KubeAPI`` adds them the way
+the API server does.
 """
 
 from __future__ import annotations
@@ -29,13 +30,21 @@ _versions = itertools.count(1)
 
 
 class KubeAPI(kmock.KubernetesEmulator):
-    """kmock's emulator with uid, creationTimestamp, generation and resourceVersion kept."""
+    """kmock's emulator with uid, creationTimestamp, generation and resourceVersion kept.
+
+    ``log`` keeps every request, so tests can count what the operator read and wrote.
+    """
+
+    log: list[kmock.Request]
 
     async def _handle(self, request):
+        self.__dict__.setdefault("log", []).append(request)
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
             if request.action == kmock.action.CREATE:
+                if "name" not in meta and "generateName" in meta:  # kopf names its events so
+                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
                 meta.setdefault("uid", str(uuid.uuid4()))
                 meta.setdefault("creationTimestamp", datetime.datetime.now(datetime.UTC).isoformat())
                 meta["generation"] = 1
