@@ -20,7 +20,7 @@ from lightkube.types import PatchType
 from operators.crd import PLURAL
 from operators.reconcile import plan
 from operators.render import FLEET_LABEL, MANAGED_BY
-from operators.settings import OperatorSettings
+from operators.settings import OperatorSettings, SettingsError
 from serving.manifests import GROUP, VERSION
 
 RayService = create_namespaced_resource("ray.io", "v1", "RayService", "rayservices")
@@ -49,11 +49,13 @@ def _kube_config(settings: OperatorSettings) -> KubeConfig | None:
 
 
 @kopf.on.startup()
-async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_) -> None:
-    ours = OperatorSettings.from_env()
+async def startup(memo: kopf.Memo, **_) -> None:
+    try:
+        ours = OperatorSettings.from_env()
+    except SettingsError as err:
+        raise kopf.PermanentError(str(err)) from None  # the operator exits, naming the variable
     memo.settings = ours
     memo.api = AsyncClient(_kube_config(ours), field_manager="slm-fleet-operator")
-    settings.persistence.finalizer = "slmfleet.io/operator"  # only used if a deletion handler appears
 
 
 @kopf.on.cleanup()

@@ -46,29 +46,47 @@ def _container(name: str, settings: OperatorSettings, *, cpu: str, memory: str, 
         "imagePullPolicy": settings.image_pull_policy,
         "resources": {"requests": dict(limits), "limits": limits},
     }
+    # Base weights and adapters are read from S3 with the standard AWS environment.
+    if settings.s3_endpoint_url:
+        container["env"] = [{"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint_url}]
+    if settings.s3_credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": settings.s3_credentials_secret}}]
     if ports:
         container["ports"] = ports
     return container
+
+
+def _pod_spec(container: dict, settings: OperatorSettings) -> dict:
+    spec = {"containers": [container]}
+    if settings.ray_service_account:
+        spec["serviceAccountName"] = settings.ray_service_account  # e.g. IRSA / workload identity for S3
+    return spec
 
 
 def worker_group(base: BaseModelSpec, settings: OperatorSettings) -> dict:
     """Pods for one base model: each holds one replica (its engine bundle plus the replica actor)."""
     cpu = str(math.ceil(base.resources.cpu) + 1)
     a = base.autoscaling
-    return {
+    group = {
         "groupName": base.name,
         "replicas": a.min_replicas,
         "minReplicas": a.min_replicas,
         "maxReplicas": a.max_replicas,
+        # Ray node labels (KubeRay passes them to `ray start --labels`).
         "labels": {"slmfleet.io/base-model": base.name},
         "rayStartParams": {},
         "template": {
             "metadata": {"labels": {"slmfleet.io/base-model": base.name}},
-            "spec": {"containers": [
-                _container("ray-worker", settings, cpu=cpu, memory=settings.worker_memory, gpu=base.resources.gpu)
-            ]},
+            "spec": _pod_spec(_container("ray-worker", settings, cpu=cpu, memory=settings.worker_memory,
+                                         gpu=base.resources.gpu), settings),
         },
     }
+    if base.resources.accelerator:
+        # The replicas ask for accelerator_type:<type> (serving.serve_config); declaring it on the
+        # group lets Ray's autoscaler know which group to scale up for them before a pod exists.
+        group["labels"]["ray.io/accelerator-type"] = base.resources.accelerator
+        group["resources"] = {f"accelerator_type:{base.resources.accelerator}": "1"}
+    return group
 
 
 def ray_cluster_config(spec: FleetSpec, settings: OperatorSettings) -> dict:
@@ -81,9 +99,9 @@ def ray_cluster_config(spec: FleetSpec, settings: OperatorSettings) -> dict:
         "headGroupSpec": {
             # No engine replicas on the head: it runs the Serve controller, proxy and router.
             "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-            "template": {"spec": {"containers": [
-                _container("ray-head", settings, cpu=settings.head_cpu, memory=settings.head_memory, ports=head_ports)
-            ]}},
+            "template": {"spec": _pod_spec(
+                _container("ray-head", settings, cpu=settings.head_cpu, memory=settings.head_memory, ports=head_ports),
+                settings)},
         },
         "workerGroupSpecs": [worker_group(b, settings) for b in spec.base_models],
     }
@@ -107,3 +125,20 @@ def render_rayservice(spec: FleetSpec, *, name: str, namespace: str, settings: O
             "rayClusterConfig": ray_cluster_config(spec, settings),
         },
     }
+
+
+class _ReviewDumper(yaml.SafeDumper):
+    """Multi-line strings (serveConfigV2) as literal blocks, so a rendered RayService reads and
+    diffs like the YAML it holds."""
+
+
+def _str(dumper, value: str):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ReviewDumper.add_representer(str, _str)
+
+
+def rayservice_yaml(rayservice: dict) -> str:
+    return yaml.dump(rayservice, Dumper=_ReviewDumper, sort_keys=False, width=120)

@@ -54,6 +54,32 @@ def cmd_serve_config(args) -> int:
     return EXIT_OK
 
 
+def cmd_crd(args) -> int:
+    from operators.crd import crd_yaml
+
+    print(crd_yaml(), end="")
+    return EXIT_OK
+
+
+def cmd_render(args) -> int:
+    from operators.render import rayservice_yaml, render_rayservice
+    from operators.settings import OperatorSettings, SettingsError
+    from serving.manifests import read_fleet_file
+
+    spec, metadata = read_fleet_file(args.file)
+    name = args.name or metadata.get("name")
+    if not name:
+        raise UserError(f"{args.file}: a bare spec has no metadata.name; pass --name NAME for the RayService")
+    namespace = args.namespace or metadata.get("namespace") or "default"
+    try:
+        settings = OperatorSettings.from_env()
+    except SettingsError as err:
+        raise UserError(str(err)) from None
+    rayservice = render_rayservice(spec, name=name, namespace=namespace, settings=settings)
+    print(rayservice_yaml(rayservice), end="")
+    return EXIT_OK
+
+
 class _Stop(Exception):
     pass
 
@@ -170,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("file")
     serving_args(sc)
     sc.set_defaults(fn=cmd_serve_config, host="0.0.0.0")
+
+    c = sub.add_parser("crd", help="print the ModelFleet CustomResourceDefinition (generated from the spec)")
+    c.set_defaults(fn=cmd_crd)
+
+    r = sub.add_parser(
+        "render", help="print the KubeRay RayService the operator applies for a fleet (for review and GitOps)",
+        description="Print the RayService the operator would apply. Ray image, versions and pod sizes come from "
+                    "the same SLMFLEET_* variables the operator reads (see `helm/slm-fleet/values.yaml`).")
+    r.add_argument("file")
+    r.add_argument("--name", help="RayService name (default: the manifest's metadata.name)")
+    r.add_argument("--namespace", help="namespace (default: the manifest's metadata.namespace, else 'default')")
+    r.set_defaults(fn=cmd_render)
 
     s = sub.add_parser("serve", help="run a fleet on a local Ray instance until interrupted")
     s.add_argument("file")

@@ -108,6 +108,10 @@ def llm_config_dict(base: BaseModelSpec) -> dict:
         config["placement_group_config"] = {"bundles": [{"CPU": base.resources.cpu}]}
     else:
         engine_kwargs["tensor_parallel_size"] = base.resources.gpu
+        if base.resources.accelerator:
+            # Ray Serve LLM adds an accelerator_type:<type> resource to the replica's bundles, so
+            # only nodes with that GPU (and the worker group that declares it) can hold them.
+            config["accelerator_type"] = base.resources.accelerator
         config["placement_group_config"] = {
             "bundles": [{"GPU": 1, "CPU": base.resources.cpu}] + [{"GPU": 1}] * (base.resources.gpu - 1)
         }

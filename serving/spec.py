@@ -98,6 +98,12 @@ class EngineSettings(_Spec):
         return self.max_cpu_loras or 4 * self.max_loras
 
 
+# GPU types a base model can ask for: Ray's accelerator_type names (ray.util.accelerators) that
+# Ray Serve LLM accepts. A unit test keeps this list inside Ray's.
+ACCELERATORS = ("T4", "L4", "L40S", "A10G", "A100", "A100-40G", "A100-80G", "H100", "H200", "B200",
+                "AMD-Instinct-MI300X-OAM")
+
+
 class Resources(_Spec):
     """What one replica of a base model needs."""
 
@@ -106,6 +112,17 @@ class Resources(_Spec):
         0, ge=0, le=16,
         description="GPUs per replica; above 1, the model is split across them (tensor parallel).",
     )
+    accelerator: Literal[ACCELERATORS] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="GPU type the replicas must run on (Ray accelerator_type, e.g. L4, A10G, H100); "
+        "needs gpu >= 1. Unset: any GPU.",
+    )
+
+    @model_validator(mode="after")
+    def _accelerator_needs_gpu(self) -> "Resources":
+        if self.accelerator and self.gpu == 0:
+            raise ValueError(f"accelerator {self.accelerator!r} needs gpu >= 1")
+        return self
 
 
 class Autoscaling(_Spec):
