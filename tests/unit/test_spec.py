@@ -60,6 +60,10 @@ BROKEN = [
      "routes[1].targets[0]", "needs a version"),
     ("no routes", {"routes": []}, "routes", "at least 1 item"),
     ("missing source", {"baseModels.0.source": DELETE}, "baseModels[0].source", "required field is missing"),
+    ("accelerator without a GPU", {"baseModels.0.resources": {"gpu": 0, "accelerator": "L4"}},
+     "baseModels[0].resources", "accelerator 'L4' needs gpu >= 1"),
+    ("unknown accelerator", {"baseModels.0.resources": {"gpu": 1, "accelerator": "RTX9090"}},
+     "baseModels[0].resources.accelerator", "Input should be 'T4', 'L4'"),
 ]
 
 
