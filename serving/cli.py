@@ -88,7 +88,8 @@ def _raise_stop(signum, frame):
     raise _Stop()
 
 
-def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None, on_ready=None) -> int:
+def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None, metrics_port: int | None = None,
+                        on_ready=None) -> int:
     """Serve the fleet in ``path``; redeploy in place when the file changes; stop on SIGINT/SIGTERM.
 
     A changed file that does not validate is reported and the running fleet keeps serving.
@@ -99,7 +100,7 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
     spec = load_fleet_file(path)
     try:
         print(f"starting fleet from {path} (first start takes about a minute on CPU)...", flush=True)
-        local_runtime.start_ray(num_cpus=num_cpus)
+        local_runtime.start_ray(num_cpus=num_cpus, metrics_port=metrics_port)
         # After ray.init, which installs a SIGTERM handler of its own that aborts the driver.
         signal.signal(signal.SIGTERM, _raise_stop)
         signal.signal(signal.SIGINT, _raise_stop)
@@ -108,6 +109,8 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
             on_ready(spec)
         print(f"fleet serving at http://{host}:{port}/v1 ({len(spec.routes)} routes); "
               f"edit {path} to change routes live; Ctrl-C to stop", flush=True)
+        if metrics_port:
+            print(f"Prometheus metrics at http://127.0.0.1:{metrics_port}/metrics (ray_slmfleet_*)", flush=True)
         mtime = os.stat(path).st_mtime
         while True:
             time.sleep(2)
@@ -132,7 +135,8 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
 
 
 def cmd_serve(args) -> int:
-    return serve_until_stopped(args.file, host=args.host, port=args.port, num_cpus=args.num_cpus)
+    return serve_until_stopped(args.file, host=args.host, port=args.port, num_cpus=args.num_cpus,
+                               metrics_port=args.metrics_port)
 
 
 def cmd_adapters_push(args) -> int:
@@ -175,7 +179,8 @@ def cmd_demo_assets(args) -> int:
 def cmd_demo(args) -> int:
     from serving.demo import run_demo
 
-    return run_demo(fleet=args.file, assets=args.assets, host=args.host, port=args.port, num_cpus=args.num_cpus)
+    return run_demo(fleet=args.file, assets=args.assets, host=args.host, port=args.port, num_cpus=args.num_cpus,
+                    metrics_port=args.metrics_port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sources", action="store_true",
                    help="also read each adapter version's adapter_config.json from S3 and check base and rank")
     v.set_defaults(fn=cmd_validate)
+
+    def metrics_arg(sp):
+        sp.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics (Ray's and the fleet's ray_slmfleet_*) on this port")
 
     def serving_args(sp, port=8000):
         sp.add_argument("--host", default="127.0.0.1")
@@ -213,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     serving_args(s)
     s.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for the local Ray instance")
+    metrics_arg(s)
     s.set_defaults(fn=cmd_serve)
 
     a = sub.add_parser("adapters", help="push and list adapter versions in S3")
@@ -237,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--assets", default=".demo/assets")
     serving_args(demo)
     demo.add_argument("--num-cpus", type=int, default=4)
+    metrics_arg(demo)
     demo.set_defaults(fn=cmd_demo)
     return p
 

@@ -15,13 +15,23 @@ import os
 import shutil
 import time
 
+from opentelemetry import trace
 from ray.llm._internal.common.utils.cloud_utils import LoraMirrorConfig
 from ray.llm._internal.serve.utils.lora_serve_utils import LoraModelLoader
 from ray.serve.llm import LLMServer
 
+from serving import tracing
 from serving.adapter_meta import adapter_problems
 from serving.adapter_store import AdapterStore, AdapterStoreError
+from serving.metrics import Recorder
+from serving.request_telemetry import DISPATCH_HEADER
 from serving.spec import BaseModelSpec
+
+ENGINE_METRICS = ("slmfleet_router_queue_seconds", "slmfleet_adapter_loads_total",
+                  "slmfleet_adapter_load_duration_seconds", "slmfleet_adapter_evictions_total",
+                  "slmfleet_adapters_resident")
+# Ray Serve keeps a replica's multiplexed models (here: resident adapter versions, LRU) there.
+_MULTIPLEX_WRAPPER = "__serve_multiplex_wrapper"
 
 # Under "ray.serve" so that lines carry the replica context and reach the replica log files.
 logger = logging.getLogger("ray.serve").getChild("slmfleet.engine")
@@ -47,12 +57,24 @@ class FleetAdapterLoader(LoraModelLoader):
         self._store = AdapterStore()
 
     async def load_model_from_config(self, lora_model_id: str, llm_config):
-        entry = self._server.catalog.get(lora_model_id)
-        if entry is None:
-            adapter, _, version = lora_model_id.partition(":")[2].partition("@")
-            raise AdapterUnavailable(adapter, version, "not in this fleet's adapter catalog")
-        mirror = LoraMirrorConfig(lora_model_id=lora_model_id, bucket_uri=entry["source"], max_total_tokens=None)
-        return await self.load_model(lora_model_id, mirror)
+        """Called by Ray Serve's multiplexing for a version not resident on this replica (a cold load)."""
+        self._server.note_residency()  # Ray Serve has already evicted to make room, if it had to
+        adapter, version = _adapter_version(lora_model_id)
+        labels = {"base_model": self._server.base.name, "adapter": adapter, "version": version}
+        started = time.monotonic()
+        try:
+            entry = self._server.catalog.get(lora_model_id)
+            if entry is None:
+                raise AdapterUnavailable(adapter, version, "not in this fleet's adapter catalog")
+            mirror = LoraMirrorConfig(lora_model_id=lora_model_id, bucket_uri=entry["source"], max_total_tokens=None)
+            loaded = await self.load_model(lora_model_id, mirror)
+        except Exception:
+            self._server.metrics.inc("slmfleet_adapter_loads_total", outcome="failed", **labels)
+            raise
+        self._server.metrics.inc("slmfleet_adapter_loads_total", outcome="loaded", **labels)
+        self._server.metrics.observe("slmfleet_adapter_load_duration_seconds", time.monotonic() - started, **labels)
+        self._server.note_residency(loading=lora_model_id)
+        return loaded
 
     def _download_lora(self, mirror: LoraMirrorConfig) -> str:
         entry = self._server.catalog[mirror.lora_model_id]
@@ -88,7 +110,50 @@ class FleetLLMServer(LLMServer):
         self.base = BaseModelSpec.model_validate(base)
         self.catalog: dict[str, dict] = {}
         self._started_at = time.time()
+        self.metrics = Recorder(ENGINE_METRICS)
+        self._resident: set[str] = set()
         await super().__init__(llm_config, model_downloader=functools.partial(FleetAdapterLoader, server=self))
+        self.metrics.set("slmfleet_adapters_resident", 0, base_model=self.base.name)
+
+    def note_residency(self, loading: str | None = None) -> None:
+        """Count evictions since the last look and export how many versions are resident."""
+        wrapper = getattr(self, _MULTIPLEX_WRAPPER, None)
+        resident = set(wrapper.models) if wrapper is not None else set()
+        for gone in self._resident - resident:
+            adapter, version = _adapter_version(gone)
+            self.metrics.inc("slmfleet_adapter_evictions_total", base_model=self.base.name,
+                             adapter=adapter, version=version)
+        if loading is not None:
+            resident.add(loading)  # Ray Serve adds it when this load returns
+        self._resident = resident
+        self.metrics.set("slmfleet_adapters_resident", len(resident), base_model=self.base.name)
+
+    async def chat(self, request, raw_request_info=None):
+        return await self._observed(super().chat, "chat", request, raw_request_info)
+
+    async def completions(self, request, raw_request_info=None):
+        return await self._observed(super().completions, "completions", request, raw_request_info)
+
+    async def _observed(self, method, call: str, request, raw_request_info):
+        """Queue time from the router's dispatch header; spans for this replica and its engine call."""
+        headers = dict(getattr(raw_request_info, "headers", None) or {})
+        dispatched = headers.get(DISPATCH_HEADER)
+        if dispatched:
+            waited = max(0.0, time.time() - float(dispatched))
+            self.metrics.observe("slmfleet_router_queue_seconds", waited, base_model=self.base.name)
+        span = tracing.tracer().start_span(
+            "slmfleet.base_model", context=tracing.extract(headers), kind=trace.SpanKind.SERVER,
+            attributes={"slmfleet.base_model": self.base.name, "slmfleet.model_id": request.model,
+                        "slmfleet.call": call})
+        try:
+            # Resolves the adapter (a cold load happens here) and starts the engine's stream.
+            stream = await method(request, raw_request_info)
+        except BaseException as err:
+            span.record_exception(err)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(err).__name__))
+            span.end()
+            raise
+        return _traced_engine_call(stream, span, request.model)
 
     def reconfigure(self, user_config: dict) -> None:
         """Replace the adapter catalog; Ray Serve calls this on every user_config change."""
@@ -98,3 +163,25 @@ class FleetLLMServer(LLMServer):
     async def replica_info(self) -> dict:
         """Identity of this replica's engine, to show that live changes did not restart it."""
         return {"pid": os.getpid(), "startedAt": self._started_at, "catalog": sorted(self.catalog)}
+
+
+def _adapter_version(model_id: str) -> tuple[str, str]:
+    """("shout", "v1") from the multiplexed id "tiny-llama:shout@v1"."""
+    adapter, _, version = model_id.partition(":")[2].partition("@")
+    return adapter, version
+
+
+async def _traced_engine_call(stream, parent: trace.Span, model_id: str):
+    """The engine's output stream inside an ``slmfleet.engine`` span, child of the replica's span."""
+    span = tracing.tracer().start_span("slmfleet.engine", context=trace.set_span_in_context(parent),
+                                       attributes={"slmfleet.model_id": model_id})
+    try:
+        async for item in stream:
+            yield item
+    except BaseException as err:
+        span.record_exception(err)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, type(err).__name__))
+        raise
+    finally:
+        span.end()
+        parent.end()

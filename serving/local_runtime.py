@@ -15,12 +15,19 @@ class DeployError(RuntimeError):
     pass
 
 
-def start_ray(*, num_cpus: int | None = None) -> None:
+def start_ray(*, num_cpus: int | None = None, metrics_port: int | None = None,
+              metrics_report_interval_ms: int | None = None) -> None:
+    """Start a local Ray instance; its metrics agent serves Prometheus metrics on ``metrics_port``."""
     import ray
 
     if not ray.is_initialized():
-        # No dashboard: it is not needed to serve and costs memory on small machines.
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        system_config = {}
+        if metrics_report_interval_ms is not None:  # tests: replicas report every second, not every 10
+            system_config["metrics_report_interval_ms"] = metrics_report_interval_ms
+        # No dashboard: it is not needed to serve and costs memory on small machines. The metrics
+        # agent runs without it.
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 _metrics_export_port=metrics_port, _system_config=system_config or None)
 
 
 def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 600) -> dict:

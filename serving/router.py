@@ -20,6 +20,8 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionReq
 from starlette.responses import JSONResponse, Response
 
 from serving.engine_server import AdapterUnavailable
+from serving.metrics import Recorder
+from serving.request_telemetry import ROUTER_METRICS, RequestTelemetry
 from serving.routing import RoutingTable, Target, UnknownRoute
 from serving.spec import FleetSpecError, parse_fleet
 
@@ -57,6 +59,7 @@ class FleetRouter(OpenAiIngress):
                  for name in llm_deployments}
         super().__init__(llm_deployments, cards)
         self._table: RoutingTable | None = None
+        self._metrics = Recorder(ROUTER_METRICS)
 
     def reconfigure(self, user_config: dict) -> None:
         """Swap in a new routing table; a bad one is refused and the current one kept."""
@@ -97,19 +100,31 @@ class FleetRouter(OpenAiIngress):
 
     async def _serve(self, body, request: Request, call_method: str) -> Response:
         route = body.model
+        stream = bool(getattr(body, "stream", False))
+        telemetry = RequestTelemetry(self._metrics, route=route or "", call_method=call_method, stream=stream,
+                                     headers=dict(request.headers))
+        client_wants_usage = bool(getattr(body, "stream_options", None) and body.stream_options.include_usage)
         sticky_key = body.user or request.headers.get(SESSION_HEADER)
         try:
             target = self.table.resolve(route, sticky_key=sticky_key)
         except UnknownRoute as err:
-            return error_response(404, str(err), type="invalid_request_error", code="model_not_found", param="model")
+            telemetry.unknown_route()
+            return telemetry.answered(error_response(
+                404, str(err), type="invalid_request_error", code="model_not_found", param="model"),
+                client_wants_usage=client_wants_usage)
+        telemetry.target(target)
         headers = served_by_headers(route, target)
         if target.base_model not in self._default_serve_handles:
-            return self._with(headers, error_response(
+            return telemetry.answered(self._with(headers, error_response(
                 503, f"route '{route}': base model '{target.base_model}' has no deployment yet; "
-                "it starts when the fleet's base models are redeployed", type="service_unavailable"))
+                "it starts when the fleet's base models are redeployed", type="service_unavailable")),
+                client_wants_usage=client_wants_usage)
+        update = {"model": target.model_id}
+        if stream:  # token counts for the metrics; the extra chunk is dropped if not asked for
+            update["stream_options"] = (body.stream_options or _stream_options()).model_copy(update={"include_usage": True})
         try:
             response = await self._process_llm_request(
-                body.model_copy(update={"model": target.model_id}), call_method, raw_request=request)
+                body.model_copy(update=update), call_method, raw_request=_with_headers(request, telemetry.dispatch_headers()))
         except OpenAIHTTPException as err:
             response = error_response(err.status_code, err.message, type=err.type)
         except Exception as err:  # noqa: BLE001 - the router must answer, whatever broke below
@@ -122,7 +137,7 @@ class FleetRouter(OpenAiIngress):
                 logger.exception("route=%s target=%s failed", route, target.model_id)
                 response = error_response(500, f"route '{route}' failed: {type(cause).__name__}: {cause}",
                                           type="internal_error")
-        return self._with(headers, response)
+        return telemetry.answered(self._with(headers, response), client_wants_usage=client_wants_usage)
 
     @staticmethod
     def _with(headers: dict[str, str], response: Response) -> Response:
@@ -143,6 +158,19 @@ class FleetRouter(OpenAiIngress):
                 bases[name] = f"unhealthy: {_root_cause(err)}"
         ready = self._table is not None and all(v == "ok" for v in bases.values())
         return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, "baseModels": bases})
+
+
+def _stream_options():
+    from vllm.entrypoints.generate.base.protocol import StreamOptions
+
+    return StreamOptions()
+
+
+def _with_headers(request: Request, extra: dict[str, str]) -> Request:
+    """The request as the base-model replica sees it (Ray Serve LLM forwards its headers)."""
+    headers = [(k, v) for k, v in request.scope["headers"] if k.decode().lower() not in extra]
+    headers += [(k.encode(), v.encode()) for k, v in extra.items()]
+    return Request({**request.scope, "headers": headers}, request.receive)
 
 
 ENDPOINTS = {

@@ -24,6 +24,7 @@ from serving.demo import ensure_assets, stage
 from serving.local_s3 import local_s3
 from serving.manifests import load_fleet_file
 from serving.spec import parse_fleet
+from tests.stack.otlp_receiver import OTLPReceiver
 
 ROOT = Path(__file__).parents[2]
 QUICKSTART = ROOT / "manifests/examples/quickstart.yaml"
@@ -53,8 +54,8 @@ def _test_fleet() -> dict:
 
 
 class Fleet:
-    def __init__(self, url: str, spec_data: dict, assets: dict):
-        self.url, self.spec_data, self.assets = url, spec_data, assets
+    def __init__(self, url: str, spec_data: dict, assets: dict, metrics_url: str):
+        self.url, self.spec_data, self.assets, self.metrics_url = url, spec_data, assets, metrics_url
         self.spec = parse_fleet(spec_data)
 
     def deploy(self, spec_data: dict) -> None:
@@ -77,7 +78,13 @@ def assets():
 
 
 @pytest.fixture(scope="session")
-def fleet(s3, assets, tmp_path_factory):
+def otlp():
+    with OTLPReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def fleet(s3, assets, otlp, tmp_path_factory):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     store = AdapterStore()
     misfit = tmp_path_factory.mktemp("misfit")
@@ -91,10 +98,14 @@ def fleet(s3, assets, tmp_path_factory):
     store.push(misfit, adapter="misfit", version="v1", to=f"s3://{BUCKET}/adapters")
 
     port = 8000 + os.getpid() % 1000
-    local_runtime.start_ray(num_cpus=4)
+    metrics_port = port + 1000
+    # Ray's workers inherit this environment: the replicas export their spans to ``otlp``.
+    os.environ.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url, OTEL_BSP_SCHEDULE_DELAY="100",
+                      OTEL_SERVICE_NAME="slm-fleet-test")
+    local_runtime.start_ray(num_cpus=4, metrics_port=metrics_port, metrics_report_interval_ms=500)
     try:
         local_runtime.deploy(parse_fleet(spec_data), port=port)
-        yield Fleet(f"http://127.0.0.1:{port}", spec_data, assets)
+        yield Fleet(f"http://127.0.0.1:{port}", spec_data, assets, f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         local_runtime.shutdown()
 
