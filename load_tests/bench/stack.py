@@ -1,0 +1,89 @@
+"""The local tiny fleet the benchmarks measure: moto S3, Ray Serve, vLLM on CPU, started once.
+
+The bench fleet has one base (``tiny-llama``, ``maxLoras`` 4, 8 resident per replica) and:
+- ``a0``..``a7``: eight adapters (copies of the demo adapters), a route each, for throughput;
+- ``cold0``..``cold11``: twelve more, requested once cold then warm, for cold-load latency;
+- ``base``: the base model without an adapter.
+Next to the fleet runs a second Serve application, ``direct``: Ray Serve LLM's own
+``OpenAiIngress`` over the same base deployment, the baseline for the router's overhead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from pathlib import Path
+
+from serving import local_runtime
+from serving.adapter_store import AdapterStore
+from serving.demo import ensure_assets
+from serving.local_s3 import local_s3
+from serving.spec import parse_fleet
+
+ROOT = Path(__file__).parents[2]
+BUCKET = "slmfleet-bench"
+BASE = "tiny-llama"
+MAX_LORAS = 4
+THROUGHPUT_ADAPTERS = [f"a{i}" for i in range(8)]
+COLD_ADAPTERS = [f"cold{i}" for i in range(12)]
+
+
+def bench_fleet(replicas: int = 1) -> dict:
+    adapters = THROUGHPUT_ADAPTERS + COLD_ADAPTERS
+    return {
+        "baseModels": [{
+            "name": BASE, "source": f"s3://{BUCKET}/models/{BASE}",
+            "engine": {"maxLoras": MAX_LORAS, "maxCpuLoras": 8, "maxLoraRank": 8, "maxModelLen": 256,
+                       "dtype": "float32", "enforceEager": True},
+            "resources": {"cpu": 1},
+            "autoscaling": {"minReplicas": replicas, "maxReplicas": replicas},
+        }],
+        "adapters": [{"name": a, "baseModel": BASE,
+                      "versions": [{"version": "v1", "source": f"s3://{BUCKET}/adapters/{a}/v1"}]} for a in adapters],
+        "routes": [{"name": a, "targets": [{"adapter": a, "version": "v1"}]} for a in adapters]
+        + [{"name": "base", "targets": [{"baseModel": BASE}]}],
+    }
+
+
+DIRECT_APP = {"name": "direct", "route_prefix": "/direct", "import_path": "load_tests.bench.direct:app",
+              "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
+
+
+class Stack:
+    def __init__(self, url: str, spec_data: dict):
+        self.url, self.spec_data = url, spec_data
+        self.direct_url = f"{url}/direct"
+
+    def redeploy(self, spec_data: dict) -> None:
+        local_runtime.deploy(parse_fleet(spec_data), port=self.port, extra_apps=(DIRECT_APP,))
+        self.spec_data = spec_data
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+
+def _stage(assets: dict) -> None:
+    store = AdapterStore()
+    store.s3.create_bucket(Bucket=BUCKET)
+    store.upload_dir(assets["base"], f"s3://{BUCKET}/models/{BASE}")
+    sources = itertools.cycle(sorted(assets["adapters"].values()))
+    for name in THROUGHPUT_ADAPTERS + COLD_ADAPTERS:
+        store.push(next(sources), adapter=name, version="v1", to=f"s3://{BUCKET}/adapters")
+
+
+@contextlib.contextmanager
+def running_stack(port: int = 8700, num_cpus: int = 4):
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    assets = ensure_assets(ROOT / ".demo" / "assets")
+    with local_s3():
+        _stage(assets)
+        local_runtime.start_ray(num_cpus=num_cpus)
+        try:
+            print("starting the bench fleet (about a minute on CPU)...", flush=True)
+            stack = Stack(f"http://127.0.0.1:{port}", bench_fleet())
+            stack.redeploy(stack.spec_data)
+            yield stack
+        finally:
+            local_runtime.shutdown()

@@ -1,0 +1,33 @@
+"""The benchmarks' arithmetic: percentiles and summaries, and the control-path benchmark itself."""
+
+import math
+
+import pytest
+
+from load_tests.bench.measure import Sample, percentile, summary
+
+
+@pytest.mark.parametrize("values,q,expected", [
+    ([1, 2, 3, 4], 50, 2), ([1, 2, 3, 4], 99, 4), ([5], 95, 5), ([3, 1, 2], 100, 3), ([10, 20], 0, 10),
+])
+def test_percentile_is_nearest_rank(values, q, expected):
+    assert percentile(values, q) == expected
+
+
+def test_percentile_of_nothing_is_nan():
+    assert math.isnan(percentile([], 50))
+
+
+def test_summary_counts_errors_and_rates():
+    samples = [Sample(True, 0.1, 0.05, 16), Sample(True, 0.3, 0.1, 16), Sample(False, 1.0, math.nan, 0)]
+    s = summary(samples, wall=2.0)
+    assert (s["requests"], s["errors"], s["p50_ms"], s["p99_ms"]) == (3, 1, 100.0, 300.0)
+    assert (s["requests_per_s"], s["tokens_per_s"], s["ttft_p50_ms"]) == (1.0, 16.0, 50.0)
+
+
+def test_control_path_benchmark_runs_and_reports_growth():
+    from load_tests.bench.benchmarks import control_path
+
+    figures = control_path(sizes=(5, 20), repeat=1)
+    assert [row["adapters"] for row in figures["sizes"]] == [5, 20] and figures["size_ratio"] == 4
+    assert figures["growth"] > 0
