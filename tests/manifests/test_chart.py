@@ -10,6 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from serving.metrics import PROMETHEUS_RENAME
 from tests.manifests.conftest import CHART, CI_VALUES, KUBE_VERSIONS, NAMESPACE, by_kind, one
 
 VALUE_SETS = [None, *CI_VALUES]
@@ -65,7 +66,7 @@ def test_rendered_objects_are_valid_kubernetes(helm, values):
     assert {"Deployment"} <= {o["kind"] for o in objects}
     for obj in objects:
         name = f"{obj['kind']}/{obj['metadata']['name']}"
-        if obj["kind"] == "ServiceMonitor":  # not a built-in kind: no schema to check against
+        if obj["kind"] == "PodMonitor":  # not a built-in kind: no schema to check against
             assert obj["apiVersion"] == "monitoring.coreos.com/v1", name
             assert obj["spec"]["selector"]["matchLabels"], name
             continue
@@ -208,20 +209,26 @@ def test_operator_reads_every_variable_the_chart_sets(helm):
     assert defaults == OperatorSettings(), "the chart's defaults and the operator's must agree"
 
 
-def test_service_monitor_only_when_enabled(helm):
-    assert not by_kind(helm.objects(), "ServiceMonitor")
-    monitor = one(helm.objects(MONITORING), "ServiceMonitor")
+def test_pod_monitor_only_when_enabled(helm):
+    assert not by_kind(helm.objects(), "PodMonitor")
+    monitor = one(helm.objects(MONITORING), "PodMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["namespace"] == NAMESPACE
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    assert monitor["spec"]["selector"] == {"matchLabels": {"ray.io/node-type": "head"}}
+    # Every Ray pod, head and workers: the base-model replicas' metrics are exported by their nodes.
+    assert monitor["spec"]["selector"] == {"matchLabels": {"ray.io/is-ray-node": "yes"}}
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
-    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
-    assert monitor["spec"]["endpoints"][0]["interval"] == "15s"
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("metrics", "/metrics", "15s")
 
 
-def test_service_monitor_follows_watched_namespaces(helm):
-    monitor = one(helm.objects(NAMESPACED, sets=("monitoring.enabled=true",)), "ServiceMonitor")
+def test_pod_monitor_renames_ray_metrics_as_the_catalog_expects(helm):
+    (endpoint,) = one(helm.objects(MONITORING), "PodMonitor")["spec"]["podMetricsEndpoints"]
+    assert endpoint["metricRelabelings"] == [PROMETHEUS_RENAME]
+
+
+def test_pod_monitor_follows_watched_namespaces(helm):
+    monitor = one(helm.objects(NAMESPACED, sets=("monitoring.enabled=true",)), "PodMonitor")
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
 
 
@@ -247,10 +254,11 @@ def test_notes_tell_how_to_deploy_a_fleet(helm, values, notes):
     ({"serving": {"imagePullPolicy": "Sometimes"}}, ["/serving/imagePullPolicy"]),
     ({"operator": {"image": {"repo": "x"}}}, ["/operator/image", "'repo' not allowed"]),
     ({"monitoring": {"enabled": "yes"}}, ["/monitoring/enabled", "want boolean"]),
+    ({"monitoring": {"dashboard": {"enabeld": True}}}, ["/monitoring/dashboard", "'enabeld' not allowed"]),
     ({"serving": {"head": {"memory": "lots"}}}, ["/serving/head/memory"]),
     ({"serving": {"s3": {"endpointUrl": "minio:9000"}}}, ["/serving/s3/endpointUrl"]),
 ], ids=["namespaces-string", "namespace-name", "typo-top", "typo-nested", "pull-policy", "typo-image",
-        "bool-string", "bad-quantity", "endpoint-scheme"])
+        "bool-string", "typo-dashboard", "bad-quantity", "endpoint-scheme"])
 def test_schema_refuses_bad_values(helm, tmp_path, values, words):
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump(values))
