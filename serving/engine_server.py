@@ -10,10 +10,14 @@ Everything else (multiplexed routing, LRU residency, the vLLM engine) is Ray Ser
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import shutil
+import tempfile
 import time
+import uuid
+from pathlib import Path
 
 from opentelemetry import trace
 from ray.llm._internal.common.utils.cloud_utils import LoraMirrorConfig
@@ -87,8 +91,7 @@ class FleetAdapterLoader(LoraModelLoader):
             if problems:
                 raise AdapterUnavailable(adapter, version, "; ".join(problems))
             local = self._model_dir_path(mirror.lora_model_id)
-            shutil.rmtree(local, ignore_errors=True)
-            self._store.download(source, local, sha256=entry.get("sha256"))
+            _fetch_once(self._store, source, entry.get("sha256"), Path(local))
         except AdapterStoreError as err:
             failure = AdapterUnavailable(adapter, version, str(err))
             logger.error("adapter load failed: adapter=%s version=%s source=%s cause=%s",
@@ -101,6 +104,45 @@ class FleetAdapterLoader(LoraModelLoader):
         logger.info("adapter loaded: adapter=%s version=%s source=%s in %.2fs",
                     adapter, version, source, time.monotonic() - started)
         return local
+
+
+SOURCE_MARKER = ".slmfleet-source"
+
+
+def _fetch_once(store: AdapterStore, source: str, sha256: str | None, local: Path) -> None:
+    """Put the files of ``source`` at ``local`` without ever touching a directory an engine reads.
+
+    Replicas on one node share the download cache, and a vLLM engine reads an adapter's directory
+    while it loads it. So a version is downloaded into a fresh staging directory and renamed into
+    place whole; a directory already there for the same source and sha256 (versions are immutable)
+    is reused, never deleted under another replica's engine.
+    """
+    want = json.dumps({"source": source, "sha256": sha256})
+
+    def present() -> bool:
+        marker = local / SOURCE_MARKER
+        return marker.is_file() and marker.read_text() == want
+
+    if present():
+        return
+    local.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{local.name}.", dir=local.parent))
+    try:
+        store.download(source, staging, sha256=sha256)
+        (staging / SOURCE_MARKER).write_text(want)
+        if present():  # another replica finished first
+            return
+        if local.exists():  # another source under this id: the fleet changed it; move the old one aside
+            stale = local.with_name(f".{local.name}.stale-{uuid.uuid4().hex[:8]}")
+            os.rename(local, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.rename(staging, local)
+        except OSError:
+            if not present():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class FleetLLMServer(LLMServer):

@@ -31,10 +31,11 @@ def start_ray(*, num_cpus: int | None = None, metrics_port: int | None = None,
 
 
 def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 600,
-           extra_apps: tuple[dict, ...] = ()) -> dict:
+           extra_apps: tuple[dict, ...] = (), overrides: dict[str, dict] | None = None) -> dict:
     """Deploy (or update in place) the fleet and wait until it runs; returns the Serve config used.
 
-    ``extra_apps`` are more Serve applications deployed with it (the benchmarks' baseline).
+    ``extra_apps`` are more Serve applications deployed with it, and ``overrides`` maps a fleet
+    deployment's name to Serve options merged into its config (both for the benchmarks).
 
     Deploys through Serve's config path, as KubeRay does. ``serve.run`` would not do: it gives
     every deployment a fresh random version, so each update would restart the engines.
@@ -43,6 +44,8 @@ def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeou
     from ray.serve.schema import ServeDeploySchema
 
     config = serve_config(spec, host=host, port=port)
+    for deployment in config["applications"][0]["deployments"]:
+        deployment.update((overrides or {}).get(deployment["name"], {}))
     config["applications"] += list(extra_apps)
     client = serve_start(http_options=config["http_options"])
     client.deploy_apps(ServeDeploySchema.model_validate(config))

@@ -3,12 +3,12 @@ difference) of two things measured side by side in the same run, so machine nois
 
 from __future__ import annotations
 
-import copy
+import random
 import statistics
 import time
 
 from load_tests.bench.measure import completion, load, summary
-from load_tests.bench.stack import BASE, COLD_ADAPTERS, MAX_LORAS, THROUGHPUT_ADAPTERS
+from load_tests.bench.stack import BASE, COLD_ADAPTERS, MAX_LORAS, THROUGHPUT_ADAPTERS, bench_fleet
 
 CONCURRENCY = 4
 
@@ -95,4 +95,32 @@ def cold_load(stack) -> dict:
             "errors": c["errors"] + w["errors"]}
 
 
-STACK_BENCHMARKS = {"router_overhead": router_overhead, "multi_adapter": multi_adapter, "cold_load": cold_load}
+def affinity(stack, *, adapters: int = 6, resident: int = 4, requests: int = 96, concurrency: int = 4) -> dict:
+    """Two replicas, more adapters than one replica holds: Ray Serve's adapter-affine placement
+    (what the fleet uses) vs random placement, on the same request sequence."""
+    url = f"{stack.url}/v1/completions"
+    names = THROUGHPUT_ADAPTERS[:adapters]
+    rng = random.Random(7)
+    sequence = [rng.choice(names) for _ in range(requests)]
+    sequence = [names[i % adapters] for i in range(adapters)] + sequence  # every adapter at least once
+    spec = bench_fleet(replicas=2, max_loras=2, resident=resident)
+    results = {}
+    for placement, router in (("random", "load_tests.bench.random_router:RandomPlacementRouter"), ("affine", None)):
+        stack.restart(spec, request_router=router)
+        time.sleep(2)
+        loads_before = stack.counter("slmfleet_adapter_loads_total", outcome="loaded")
+        samples, wall = load(url, [completion(name) for name in sequence], concurrency)
+        time.sleep(2)  # replicas report metrics every 0.5 s
+        loads = stack.counter("slmfleet_adapter_loads_total", outcome="loaded") - loads_before
+        row = summary(samples, wall)
+        results[placement] = {"adapter_loads": int(loads), "requests_per_load": round(len(samples) / max(loads, 1), 2),
+                              "p95_ms": row["p95_ms"], "p50_ms": row["p50_ms"], "errors": row["errors"]}
+    return {"replicas": 2, "adapters": adapters, "resident_per_replica": resident, "requests": len(sequence),
+            "concurrency": concurrency, **results,
+            "loads_ratio_random_over_affine": round(results["random"]["adapter_loads"] / max(results["affine"]["adapter_loads"], 1), 2),
+            "p95_ratio_random_over_affine": round(results["random"]["p95_ms"] / results["affine"]["p95_ms"], 2)}
+
+
+# affinity last: it redeploys the fleet with two replicas.
+STACK_BENCHMARKS = {"router_overhead": router_overhead, "multi_adapter": multi_adapter, "cold_load": cold_load,
+                    "affinity": affinity}

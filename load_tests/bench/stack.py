@@ -29,12 +29,12 @@ THROUGHPUT_ADAPTERS = [f"a{i}" for i in range(8)]
 COLD_ADAPTERS = [f"cold{i}" for i in range(12)]
 
 
-def bench_fleet(replicas: int = 1) -> dict:
+def bench_fleet(replicas: int = 1, max_loras: int = MAX_LORAS, resident: int = 8) -> dict:
     adapters = THROUGHPUT_ADAPTERS + COLD_ADAPTERS
     return {
         "baseModels": [{
             "name": BASE, "source": f"s3://{BUCKET}/models/{BASE}",
-            "engine": {"maxLoras": MAX_LORAS, "maxCpuLoras": 8, "maxLoraRank": 8, "maxModelLen": 256,
+            "engine": {"maxLoras": max_loras, "maxCpuLoras": resident, "maxLoraRank": 8, "maxModelLen": 256,
                        "dtype": "float32", "enforceEager": True},
             "resources": {"cpu": 1},
             "autoscaling": {"minReplicas": replicas, "maxReplicas": replicas},
@@ -51,13 +51,35 @@ DIRECT_APP = {"name": "direct", "route_prefix": "/direct", "import_path": "load_
 
 
 class Stack:
-    def __init__(self, url: str, spec_data: dict):
-        self.url, self.spec_data = url, spec_data
+    def __init__(self, url: str, spec_data: dict, metrics_url: str):
+        self.url, self.spec_data, self.metrics_url = url, spec_data, metrics_url
         self.direct_url = f"{url}/direct"
 
     def redeploy(self, spec_data: dict) -> None:
         local_runtime.deploy(parse_fleet(spec_data), port=self.port, extra_apps=(DIRECT_APP,))
         self.spec_data = spec_data
+
+    def restart(self, spec_data: dict, *, request_router: str | None = None) -> None:
+        """Deploy the fleet from scratch: callers' handles pick their request router only once."""
+        from ray import serve
+
+        from serving.serve_config import APP_NAME, base_deployment_name
+
+        serve.delete(APP_NAME)
+        overrides = {}
+        if request_router:
+            overrides[base_deployment_name(BASE)] = {"request_router_config": {"request_router_class": request_router}}
+        local_runtime.deploy(parse_fleet(spec_data), port=self.port, overrides=overrides)
+        self.spec_data = spec_data
+
+    def counter(self, name: str, **labels) -> float:
+        """Sum of a fleet counter over its series (Ray exports it as ray_<name>)."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(self.metrics_url, timeout=10).text
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == f"ray_{name}" and all(s.labels.get(k) == v for k, v in labels.items()))
 
     @property
     def port(self) -> int:
@@ -74,15 +96,15 @@ def _stage(assets: dict) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(port: int = 8700, num_cpus: int = 4):
+def running_stack(port: int = 8700, metrics_port: int = 8701, num_cpus: int = 4):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     assets = ensure_assets(ROOT / ".demo" / "assets")
     with local_s3():
         _stage(assets)
-        local_runtime.start_ray(num_cpus=num_cpus)
+        local_runtime.start_ray(num_cpus=num_cpus, metrics_port=metrics_port, metrics_report_interval_ms=500)
         try:
             print("starting the bench fleet (about a minute on CPU)...", flush=True)
-            stack = Stack(f"http://127.0.0.1:{port}", bench_fleet())
+            stack = Stack(f"http://127.0.0.1:{port}", bench_fleet(), f"http://127.0.0.1:{metrics_port}/metrics")
             stack.redeploy(stack.spec_data)
             yield stack
         finally:
