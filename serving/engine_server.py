@@ -160,9 +160,23 @@ class FleetLLMServer(LLMServer):
         await super().__init__(llm_config, model_downloader=functools.partial(FleetAdapterLoader, server=self))
         self.metrics.set("slmfleet_adapters_resident", 0, base_model=self.base.name)
 
+    def _multiplexed(self):
+        """Ray Serve's LRU of this replica's adapter versions; it keeps it on the decorated loader
+        function (``self._load_model`` wraps it) or, for a method, on the instance."""
+        loader = getattr(getattr(self, "_load_model", None), "__wrapped__", None)
+        for holder in (loader, self):
+            wrapper = getattr(holder, _MULTIPLEX_WRAPPER, None) if holder is not None else None
+            if wrapper is not None:
+                return wrapper
+        return None
+
     def note_residency(self, loading: str | None = None) -> None:
-        """Count evictions since the last look and export how many versions are resident."""
-        wrapper = getattr(self, _MULTIPLEX_WRAPPER, None)
+        """Count evictions since the last look and export how many versions are resident.
+
+        Called around every load and on every request: Ray drops a gauge that is not set again
+        within its TTL, and a replica that only serves resident versions loads nothing.
+        """
+        wrapper = self._multiplexed()
         resident = set(wrapper.models) if wrapper is not None else set()
         for gone in self._resident - resident:
             adapter, version = _adapter_version(gone)
@@ -194,6 +208,7 @@ class FleetLLMServer(LLMServer):
 
     async def _observed(self, method, call: str, request, raw_request_info):
         """Queue time from the router's dispatch header; spans for this replica and its engine call."""
+        self.note_residency()
         headers = dict(getattr(raw_request_info, "headers", None) or {})
         dispatched = headers.get(DISPATCH_HEADER)
         if dispatched:

@@ -221,17 +221,22 @@ def test_residency_and_evictions_follow_ray_serve_multiplexing():
         def set(self, name, value, **labels):
             self.values[(name, tuple(sorted(labels.items())))] = value
 
-    # The method alone, on a stand-in replica: no engine needed.
+    # The methods alone, on a stand-in replica: no engine needed. Ray Serve keeps its LRU on the
+    # loader function that serve.multiplexed decorated (reached through __wrapped__).
+    def loader(model_id):
+        pass
+
     server = types.SimpleNamespace(base=BaseModelSpec(name="tiny-llama", source="s3://models/tiny"),
-                                   metrics=Recorder(), _resident=set())
+                                   metrics=Recorder(), _resident=set(), _load_model=functools.wraps(loader)(lambda m: m))
+    server._multiplexed = functools.partial(FleetLLMServer._multiplexed, server)
     note = functools.partial(FleetLLMServer.note_residency, server)
     wrapper_attr = "__serve_multiplex_wrapper"
-    setattr(server, wrapper_attr, _Wrapper([]))
+    setattr(loader, wrapper_attr, _Wrapper([]))
     note(loading="tiny-llama:a@v1")
-    setattr(server, wrapper_attr, _Wrapper(["tiny-llama:a@v1"]))
+    setattr(loader, wrapper_attr, _Wrapper(["tiny-llama:a@v1"]))
     note(loading="tiny-llama:b@v1")
     assert server.metrics.get("slmfleet_adapters_resident", base_model="tiny-llama") == 2
-    setattr(server, wrapper_attr, _Wrapper(["tiny-llama:b@v1"]))  # Ray Serve evicted a@v1 (LRU)
+    setattr(loader, wrapper_attr, _Wrapper(["tiny-llama:b@v1"]))  # Ray Serve evicted a@v1 (LRU)
     note(loading="tiny-llama:c@v2")
     assert server.metrics.get("slmfleet_adapter_evictions_total", base_model="tiny-llama", adapter="a", version="v1") == 1
     assert server.metrics.get("slmfleet_adapters_resident", base_model="tiny-llama") == 2
