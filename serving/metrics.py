@@ -66,9 +66,16 @@ CATALOG = (
 )
 BY_NAME = {m.name: m for m in CATALOG}
 
-# Prometheus relabelling (metric_relabel_configs / metricRelabelings) from Ray's export names.
+# Prometheus relabelling from Ray's export names, as a Prometheus Operator metricRelabelings entry.
 PROMETHEUS_RENAME = {"sourceLabels": ["__name__"], "regex": "ray_(slmfleet_.*)", "targetLabel": "__name__",
                      "replacement": "$1", "action": "replace"}
+
+
+def prometheus_scrape_rename() -> dict:
+    """The same rule as a plain Prometheus ``metric_relabel_configs`` entry (snake_case keys)."""
+    return {"source_labels": PROMETHEUS_RENAME["sourceLabels"], "regex": PROMETHEUS_RENAME["regex"],
+            "target_label": PROMETHEUS_RENAME["targetLabel"], "replacement": PROMETHEUS_RENAME["replacement"],
+            "action": PROMETHEUS_RENAME["action"]}
 
 
 class Recorder:

@@ -25,6 +25,7 @@ from serving.local_s3 import local_s3
 from serving.manifests import load_fleet_file
 from serving.spec import parse_fleet
 from tests.stack.otlp_receiver import OTLPReceiver
+from tests.stack.prometheus_server import Prometheus
 
 ROOT = Path(__file__).parents[2]
 QUICKSTART = ROOT / "manifests/examples/quickstart.yaml"
@@ -108,6 +109,13 @@ def fleet(s3, assets, otlp, tmp_path_factory):
         yield Fleet(f"http://127.0.0.1:{port}", spec_data, assets, f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         local_runtime.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prometheus(fleet, tmp_path_factory):
+    server = Prometheus(tmp_path_factory.mktemp("prometheus"), fleet.metrics_url.removeprefix("http://").split("/")[0])
+    yield server.start()
+    server.stop()
 
 
 @pytest.fixture(scope="session")
