@@ -1,0 +1,66 @@
+"""Reading a rollout's numbers: histogram quantiles and snapshot differences, no server."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from serving.rollout_metrics import ScrapeSource, Target, quantile, snapshot_of
+
+INF = math.inf
+
+
+@pytest.mark.parametrize("buckets,q,expected", [
+    ({0.1: 0, 0.5: 10, 1.0: 10, INF: 10}, 0.95, 0.1 + 0.4 * 0.95),   # interpolated inside (0.1, 0.5]
+    ({0.1: 5, 0.5: 10, INF: 10}, 0.5, 0.1),                          # exactly at a bucket's top
+    ({0.1: 0, 0.5: 0, INF: 4}, 0.95, 0.5),                           # beyond the last finite bound
+    ({0.1: 0, INF: 0}, 0.95, None),                                   # no observations
+    ({}, 0.5, None),
+])
+def test_quantile_matches_prometheus(buckets, q, expected):
+    got = quantile(q, buckets)
+    assert (got is None and expected is None) or got == pytest.approx(expected)
+
+
+def exposition(requests: int, errors: int, fast: int, slow: int, replica: str = "r1", prefix: str = "ray_") -> str:
+    labels = f'route="shout",base_model="tiny-llama",adapter="shout",version="v2",replica="{replica}"'
+    lines = [
+        f"# TYPE {prefix}slmfleet_requests_total counter",
+        f'{prefix}slmfleet_requests_total{{{labels},status="200"}} {requests - errors}',
+        f'{prefix}slmfleet_requests_total{{{labels},status="503"}} {errors}',
+        f"# TYPE {prefix}slmfleet_request_errors_total counter",
+        f'{prefix}slmfleet_request_errors_total{{{labels},error_type="adapter_unavailable"}} {errors}',
+        f"# TYPE {prefix}slmfleet_request_duration_seconds histogram",
+        f'{prefix}slmfleet_request_duration_seconds_bucket{{{labels},le="0.1"}} {fast}',
+        f'{prefix}slmfleet_request_duration_seconds_bucket{{{labels},le="1.0"}} {fast + slow}',
+        f'{prefix}slmfleet_request_duration_seconds_bucket{{{labels},le="+Inf"}} {fast + slow}',
+        f'{prefix}slmfleet_request_duration_seconds_count{{{labels}}} {fast + slow}',
+        f'{prefix}slmfleet_request_duration_seconds_sum{{{labels}}} 1.0',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+V2 = Target("shout", "shout", "v2")
+
+
+@pytest.mark.parametrize("prefix", ["ray_", ""])
+def test_snapshot_sums_replicas_and_accepts_both_names(prefix):
+    snap = snapshot_of(exposition(10, 2, 8, 0, "r1", prefix) + exposition(5, 0, 5, 0, "r2", prefix).split("\n", 1)[1])
+    assert snap.requests[V2] == 15 and snap.errors[V2] == 2
+    assert snap.buckets[V2][0.1] == 13
+
+
+def test_scrape_source_counts_only_what_happened_since_the_step_started():
+    pages = iter([exposition(100, 1, 99, 0), exposition(130, 4, 99, 27)])
+    source = ScrapeSource("http://fleet/metrics", fetch=lambda url: next(pages))
+    source.mark(1000.0)
+    obs = source.observe(V2, 1000.0)
+    assert (obs.requests, obs.errors) == (30, 3)
+    assert obs.p95_ms == pytest.approx(100 + 900 * (0.95 * 27 / 27))  # all 27 new ones in (0.1, 1.0]
+
+
+def test_a_target_without_traffic_has_no_p95():
+    pages = iter([exposition(10, 0, 10, 0)] * 2)
+    obs = ScrapeSource("http://fleet/metrics", fetch=lambda url: next(pages)).observe(V2, 5.0)
+    assert (obs.requests, obs.errors, obs.p95_ms) == (0, 0, None)
