@@ -32,8 +32,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
             item.add_marker(pytest.mark.e2e)
-            if not CONTEXT:
-                item.add_marker(pytest.mark.skip(reason=NO_CLUSTER))
+            item.add_marker(pytest.mark.skipif(not CONTEXT, reason=NO_CLUSTER))
 
 
 def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
