@@ -46,9 +46,15 @@ def _container(name: str, settings: OperatorSettings, *, cpu: str, memory: str, 
         "imagePullPolicy": settings.image_pull_policy,
         "resources": {"requests": dict(limits), "limits": limits},
     }
+    env = []
     # Base weights and adapters are read from S3 with the standard AWS environment.
     if settings.s3_endpoint_url:
-        container["env"] = [{"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint_url}]
+        env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint_url})
+    # Ray passes the pod's environment to the replicas: the router and engines export their spans.
+    if settings.otlp_endpoint:
+        env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": settings.otlp_endpoint})
+    if env:
+        container["env"] = env
     if settings.s3_credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": settings.s3_credentials_secret}}]
     if ports:

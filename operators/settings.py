@@ -38,6 +38,9 @@ class OperatorSettings:
     ray_service_account: str | None = None
     """SLMFLEET_RAY_SERVICE_ACCOUNT: ServiceAccount of the Ray pods (e.g. one bound to a cloud IAM
     role for S3); unset: the namespace's default."""
+    otlp_endpoint: str | None = None
+    """SLMFLEET_OTLP_ENDPOINT: OpenTelemetry collector (OTLP/HTTP) for request traces, set as
+    OTEL_EXPORTER_OTLP_ENDPOINT in the Ray pods; unset: tracing off."""
     kube_api: str | None = None
     """SLMFLEET_KUBE_API: talk to this API server URL without auth (kubectl proxy, tests);
     unset: in-cluster service account, else ~/.kube/config."""
@@ -59,8 +62,10 @@ class OperatorSettings:
             value = getattr(self, name)
             if value and not re.match(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", value):
                 problems.append(f"{env_name(name)}={value!r} is not a Kubernetes object name")
-        if self.s3_endpoint_url and not re.match(r"^https?://", self.s3_endpoint_url):
-            problems.append(f"{env_name('s3_endpoint_url')}={self.s3_endpoint_url!r} must be an http(s):// URL")
+        for name in ("s3_endpoint_url", "otlp_endpoint"):
+            value = getattr(self, name)
+            if value and not re.match(r"^https?://", value):
+                problems.append(f"{env_name(name)}={value!r} must be an http(s):// URL")
         if problems:
             raise SettingsError("invalid operator settings: " + "; ".join(problems))
 

@@ -174,6 +174,7 @@ def test_operator_environment_defaults(helm):
         "SLMFLEET_RAY_SERVICE_ACCOUNT": "",
         "SLMFLEET_S3_ENDPOINT_URL": "",
         "SLMFLEET_S3_CREDENTIALS_SECRET": "",
+        "SLMFLEET_OTLP_ENDPOINT": "",
     }
 
 
@@ -189,6 +190,7 @@ def test_operator_environment_follows_values(helm):
         "SLMFLEET_RAY_SERVICE_ACCOUNT": "fleet-reader",
         "SLMFLEET_S3_ENDPOINT_URL": "http://minio.storage.svc:9000",
         "SLMFLEET_S3_CREDENTIALS_SECRET": "model-bucket",
+        "SLMFLEET_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
     }
     c = container(objects)
     assert c["image"] == "registry.example.com/ml/slm-fleet-operator:0.1.0-rc1"
@@ -205,6 +207,7 @@ def test_operator_reads_every_variable_the_chart_sets(helm):
     assert settings.image_pull_policy == "Always"
     assert settings.ray_service_account == "fleet-reader"
     assert (settings.s3_endpoint_url, settings.s3_credentials_secret) == ("http://minio.storage.svc:9000", "model-bucket")
+    assert settings.otlp_endpoint == "http://otel-collector.observability:4318"
     defaults = OperatorSettings.from_env(env_of(helm.objects()))
     assert defaults == OperatorSettings(), "the chart's defaults and the operator's must agree"
 

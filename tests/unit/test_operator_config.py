@@ -27,8 +27,9 @@ def test_settings_default_and_from_env():
     ({"SLMFLEET_IMAGE_PULL_POLICY": "Sometimes"}, "must be one of Always, IfNotPresent, Never"),
     ({"SLMFLEET_RAY_VERSION": "latest"}, "SLMFLEET_RAY_VERSION='latest' is not a Ray version"),
     ({"SLMFLEET_S3_ENDPOINT_URL": "minio:9000"}, "must be an http(s):// URL"),
+    ({"SLMFLEET_OTLP_ENDPOINT": "collector:4318"}, "SLMFLEET_OTLP_ENDPOINT='collector:4318' must be an http(s):// URL"),
     ({"SLMFLEET_S3_CREDENTIALS_SECRET": "Bucket_Creds"}, "is not a Kubernetes object name"),
-], ids=["memory", "cpu", "pull-policy", "ray-version", "endpoint", "secret-name"])
+], ids=["memory", "cpu", "pull-policy", "ray-version", "endpoint", "otlp-endpoint", "secret-name"])
 def test_bad_settings_name_the_variable(env, words):
     with pytest.raises(SettingsError, match="invalid operator settings") as err:
         OperatorSettings.from_env(env)

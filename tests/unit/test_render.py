@@ -21,7 +21,8 @@ ROOT = Path(__file__).parents[2]
 KUBERAY_CRD = ROOT / "tests" / "data" / "kuberay" / "ray.io_rayservices.yaml"  # see its README
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
 FULL = OperatorSettings(ray_image="registry.test/serving:1", s3_endpoint_url="http://minio.storage:9000",
-                        s3_credentials_secret="bucket-creds", ray_service_account="fleet-reader")
+                        s3_credentials_secret="bucket-creds", ray_service_account="fleet-reader",
+                        otlp_endpoint="http://otel-collector:4318")
 
 
 def _closed(node):
@@ -92,7 +93,7 @@ def test_replicas_ask_for_the_accelerator_the_group_declares():
     assert app["args"]["baseModels"][0]["resources"]["accelerator"] == "L4"
 
 
-def test_s3_and_service_account_reach_every_ray_pod():
+def test_s3_tracing_and_service_account_reach_every_ray_pod():
     rs = render_rayservice(gpu_fleet(), name="f", namespace="ns", settings=FULL)
     cluster = rs["spec"]["rayClusterConfig"]
     pods = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
@@ -100,7 +101,8 @@ def test_s3_and_service_account_reach_every_ray_pod():
         assert pod["serviceAccountName"] == "fleet-reader"
         (c,) = pod["containers"]
         assert c["image"] == "registry.test/serving:1"
-        assert c["env"] == [{"name": "AWS_ENDPOINT_URL", "value": "http://minio.storage:9000"}]
+        assert c["env"] == [{"name": "AWS_ENDPOINT_URL", "value": "http://minio.storage:9000"},
+                            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector:4318"}]
         assert c["envFrom"] == [{"secretRef": {"name": "bucket-creds"}}]
 
 
