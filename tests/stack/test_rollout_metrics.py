@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-from serving.rollout_metrics import PrometheusSource, ScrapeSource, Target
+import httpx
+
+from serving.rollout_metrics import PrometheusSource, ScrapeSource, Target, snapshot_of
 
 JSON_V1 = Target("json", "json", "v1")
 
@@ -29,14 +31,26 @@ def test_scrape_source_counts_the_requests_of_a_step(fleet, client):
     assert source.observe(Target("json", "json", "v9"), since).requests == 0
 
 
-def test_prometheus_source_sees_them_too(prometheus, client):
-    # As in production, Prometheus has been scraping the fleet before the step starts (here it may
-    # have just started: wait for its first scrape of the series).
+def test_prometheus_source_sees_them_too(fleet, prometheus, client):
+    # As in production, Prometheus has been scraping the fleet before the step starts. Ray exports
+    # counters with a lag of seconds, so first let the series settle: Prometheus must hold the
+    # fleet's true total (read from Ray's endpoint) before the step's window starts.
+    def total() -> float:
+        return snapshot_of(httpx.get(fleet.metrics_url, timeout=10).text).requests.get(JSON_V1, 0)
+
+    before = total()
     send(client, 1)
-    deadline = time.monotonic() + 20
-    while not prometheus.query(f"slmfleet_requests_total{{{JSON_V1.selector()}}}") and time.monotonic() < deadline:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = total()
+        seen = sum(float(r["value"][1]) for r in prometheus.query(
+            f"slmfleet_requests_total{{{JSON_V1.selector()}}}"))
+        if now > before and seen == now:
+            break
         time.sleep(0.5)
-    time.sleep(2)
+    else:
+        raise AssertionError(f"Prometheus never caught up with the fleet's total ({seen} vs {now})")
+    time.sleep(2)  # the window's start is rounded down to whole seconds
     source = PrometheusSource(prometheus.url)
     since = time.time()
     send(client, 6)
