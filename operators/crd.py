@@ -23,6 +23,10 @@ PRINTER_COLUMNS = [
     {"name": "Routes", "type": "integer", "jsonPath": ".status.routeCount"},
     {"name": "Adapters", "type": "integer", "jsonPath": ".status.adapterCount",
      "description": "Adapter versions in the fleet."},
+    {"name": "Rollout", "type": "string", "jsonPath": ".status.rolloutPhase",
+     "description": "Phase of the canary rollouts."},
+    {"name": "Canary", "type": "string", "jsonPath": ".status.canary",
+     "description": "Canary versions and their share of traffic."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
@@ -41,6 +45,10 @@ def _structural(node: Any, defs: dict) -> Any:
         node.pop(key, None)
     if node.get("additionalProperties") is False:
         del node["additionalProperties"]
+    if node.get("type") == "object" and "properties" not in node and node.get("additionalProperties") in (True, {}):
+        # A free-form object (a probe's JSON Schema): kept as written instead of pruned.
+        del node["additionalProperties"]
+        node["x-kubernetes-preserve-unknown-fields"] = True
     options = node.pop("anyOf", None)
     if options is not None:
         non_null = [o for o in options if o.get("type") != "null"]

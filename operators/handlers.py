@@ -8,8 +8,10 @@ the fleet deletes the RayService through Kubernetes garbage collection.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
+import time
 
 import kopf
 from lightkube import AsyncClient, KubeConfig
@@ -18,14 +20,26 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
 from operators.crd import PLURAL
-from operators.reconcile import plan
+from operators.reconcile import plan, rollouts_in
 from operators.render import FLEET_LABEL, MANAGED_BY
 from operators.settings import OperatorSettings, SettingsError
-from serving.manifests import GROUP, VERSION
+from serving.manifests import GROUP, VERSION, fleet_from_document
+from serving.rollout_driver import Rollouts, RolloutStatus, parse_command
+from serving.rollout_metrics import MetricSource, PrometheusSource
+from serving.spec import FleetSpecError
 
 RayService = create_namespaced_resource("ray.io", "v1", "RayService", "rayservices")
 ModelFleet = create_namespaced_resource(GROUP, VERSION, "ModelFleet", PLURAL)
 log = logging.getLogger("slmfleet.operator")
+COMMAND_ANNOTATION = "slmfleet.io/rollout"
+"""`kubectl annotate mf NAME slmfleet.io/rollout="abort [route]"`: pause, resume, promote or abort."""
+
+
+def _tick_seconds() -> float:
+    try:
+        return OperatorSettings.from_env().rollout_tick_seconds
+    except SettingsError:
+        return OperatorSettings.rollout_tick_seconds  # startup stops the operator with the reason
 
 
 @kopf.on.login()
@@ -77,11 +91,11 @@ async def _get(api: AsyncClient, resource, name: str, namespace: str) -> dict | 
         raise
 
 
-async def reconcile_fleet(fleet: dict, *, memo: kopf.Memo) -> None:
+async def reconcile_fleet(fleet: dict, *, memo: kopf.Memo, rollouts: dict[str, RolloutStatus] | None = None) -> None:
     """Bring the fleet's RayService and status in line with its spec; write only what differs."""
     name, namespace = fleet["metadata"]["name"], fleet["metadata"]["namespace"]
     current = await _get(memo.api, RayService, name, namespace)
-    decided = plan(fleet, current, settings=memo.settings, now=_now())
+    decided = plan(fleet, current, settings=memo.settings, now=_now(), rollouts=rollouts)
     if decided.create is not None:
         await memo.api.create(RayService.from_dict(decided.create), namespace=namespace)
     elif decided.patch is not None:
@@ -115,3 +129,56 @@ async def rayservice_changed(event, body, memo: kopf.Memo, **_) -> None:
     fleet = await _get(memo.api, ModelFleet, name, namespace)
     if fleet is not None:  # else the fleet is gone, and garbage collection removes its RayService
         await reconcile_fleet(fleet, memo=memo)
+
+
+class _NoPrometheus(MetricSource):
+    def observe(self, target, since):
+        raise RuntimeError("the operator has no Prometheus to read canary metrics from: set rollouts.prometheusUrl "
+                           "in the Helm values (SLMFLEET_PROMETHEUS_URL)")
+
+
+def _rollouts(memo: kopf.Memo, name: str, namespace: str) -> Rollouts:
+    """The fleet's rollout driver; it keeps only a cache of probe results, the status is the state."""
+    drivers = memo.setdefault("rollouts", {})
+    if (namespace, name) not in drivers:
+        settings: OperatorSettings = memo.settings
+        source = PrometheusSource(settings.prometheus_url) if settings.prometheus_url else _NoPrometheus()
+        drivers[namespace, name] = Rollouts(source, fleet_url=settings.fleet_url_for(name, namespace))
+    return drivers[namespace, name]
+
+
+def _has_rollouts(spec, **_) -> bool:
+    return any((r or {}).get("strategy") for r in (spec or {}).get("routes") or [])
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=_tick_seconds(), when=_has_rollouts)
+async def advance_rollouts(body, memo: kopf.Memo, **_) -> None:
+    """One rollout tick: read the canaries' numbers, decide, write weights and status, report Events.
+
+    The state is the fleet's status, so a restarted operator goes on where it stopped.
+    """
+    fleet = dict(body)
+    name, namespace = fleet["metadata"]["name"], fleet["metadata"]["namespace"]
+    try:
+        spec = fleet_from_document({k: fleet[k] for k in ("apiVersion", "kind", "spec") if k in fleet},
+                                   source=f"ModelFleet {namespace}/{name}")
+    except FleetSpecError:
+        return  # the spec handler reports it; running rollouts hold their weights
+    annotation = (fleet["metadata"].get("annotations") or {}).get(COMMAND_ANNOTATION)
+    commands = {}
+    if annotation is not None:
+        try:
+            route, command = parse_command(annotation, spec)
+            commands = {route: command}
+            kopf.info(fleet, reason="RolloutCommand", message=f"{COMMAND_ANNOTATION}={annotation!r} applied")
+        except ValueError as err:
+            kopf.warn(fleet, reason="InvalidRolloutCommand", message=f"{err}; annotation removed, nothing changed")
+    driver = _rollouts(memo, name, namespace)
+    tick = await asyncio.to_thread(driver.tick, spec, rollouts_in(fleet.get("status") or {}), time.time(), commands)
+    await reconcile_fleet(fleet, memo=memo, rollouts=tick.statuses)
+    for type_, reason, message in tick.events:
+        (kopf.warn if type_ == "Warning" else kopf.info)(fleet, reason=reason, message=message)
+        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s/%s %s: %s", namespace, name, reason, message)
+    if annotation is not None:  # consumed: a command applies once
+        await memo.api.patch(ModelFleet, name, {"metadata": {"annotations": {COMMAND_ANNOTATION: None}}},
+                             namespace=namespace, patch_type=PatchType.MERGE)

@@ -13,6 +13,7 @@ from operators.render import render_rayservice
 from operators.settings import OperatorSettings
 from operators.status import Condition, FleetStatus, RayServiceStatus, RouteStatus, RouteTargetStatus
 from serving.manifests import fleet_from_document
+from serving.rollout_driver import RolloutStatus, canary_weights, current, summary
 from serving.routing import RoutingTable
 from serving.spec import FleetSpec, FleetSpecError
 
@@ -52,9 +53,14 @@ def rayservice_health(rayservice: dict) -> tuple[str, str, bool]:
     return "Pending", "", False
 
 
-def _route_status(spec: FleetSpec) -> list[RouteStatus]:
+def _route_status(spec: FleetSpec, weights: dict[str, int]) -> list[RouteStatus]:
     return [RouteStatus(name=name, targets=[RouteTargetStatus(**t.describe()) for t in targets])
-            for name, targets in RoutingTable(spec).routes.items()]
+            for name, targets in RoutingTable(spec, weights).routes.items()]
+
+
+def rollouts_in(status: dict) -> dict[str, RolloutStatus]:
+    """The rollouts recorded in a fleet's status, by route."""
+    return {r["route"]: RolloutStatus.model_validate(r) for r in status.get("rollouts") or []}
 
 
 def change_kind(current: dict | None, desired: dict) -> str:
@@ -86,8 +92,13 @@ def _patch_for(current: dict, desired: dict) -> dict | None:
     return patch or None
 
 
-def plan(fleet: dict, rayservice: dict | None, *, settings: OperatorSettings, now: str) -> Plan:
-    """What to do for ``fleet`` (the ModelFleet object) given its current ``rayservice``."""
+def plan(fleet: dict, rayservice: dict | None, *, settings: OperatorSettings, now: str,
+         rollouts: dict[str, RolloutStatus] | None = None) -> Plan:
+    """What to do for ``fleet`` (the ModelFleet object) given its current ``rayservice``.
+
+    ``rollouts`` are the rollouts' new statuses from a rollout tick; without them, those recorded
+    in the fleet's status hold (their canary weights go into the rendered routing config).
+    """
     meta, old_status = fleet.get("metadata", {}), fleet.get("status") or {}
     name, namespace, generation = meta["name"], meta.get("namespace", "default"), meta.get("generation")
     previous = old_status.get("conditions") or []
@@ -105,7 +116,10 @@ def plan(fleet: dict, rayservice: dict | None, *, settings: OperatorSettings, no
         result.event = ("Warning", "InvalidSpec", message)
         return _with_status(result, status, old_status)
 
-    desired = render_rayservice(spec, name=name, namespace=namespace, settings=settings, owner_uid=meta.get("uid"))
+    rollouts = current(spec, rollouts if rollouts is not None else rollouts_in(old_status))
+    weights = canary_weights(spec, rollouts)
+    desired = render_rayservice(spec, name=name, namespace=namespace, settings=settings, owner_uid=meta.get("uid"),
+                                canary_weights=weights)
     change = change_kind(rayservice, desired)
     if rayservice is None:
         result.create = desired
@@ -119,9 +133,13 @@ def plan(fleet: dict, rayservice: dict | None, *, settings: OperatorSettings, no
         }[change])
 
     health, health_message, ready = rayservice_health(rayservice or desired)
+    rollout_phase, canary = summary(list(rollouts.values()))
     status = FleetStatus(
         observed_generation=generation,
-        routes=_route_status(spec),
+        routes=_route_status(spec, weights),
+        rollouts=list(rollouts.values()),
+        rollout_phase=rollout_phase,
+        canary=canary,
         route_count=len(spec.routes),
         adapter_count=sum(len(a.versions) for a in spec.adapters),
         last_change=change if change != "None" else old_status.get("lastChange", "None"),

@@ -41,6 +41,14 @@ class OperatorSettings:
     otlp_endpoint: str | None = None
     """SLMFLEET_OTLP_ENDPOINT: OpenTelemetry collector (OTLP/HTTP) for request traces, set as
     OTEL_EXPORTER_OTLP_ENDPOINT in the Ray pods; unset: tracing off."""
+    prometheus_url: str | None = None
+    """SLMFLEET_PROMETHEUS_URL: Prometheus the canary rollouts read their numbers from (it must
+    scrape the Ray pods, as the chart's PodMonitor does); unset: rollouts wait at their first step."""
+    fleet_url: str = "http://{name}-serve-svc.{namespace}.svc:8000"
+    """SLMFLEET_FLEET_URL: where a fleet answers, for the rollouts' quality probes; {name} and
+    {namespace} are the fleet's. The default is the Serve service KubeRay creates."""
+    rollout_tick_seconds: float = 10.0
+    """SLMFLEET_ROLLOUT_TICK_SECONDS: how often the operator reads metrics and advances rollouts."""
     kube_api: str | None = None
     """SLMFLEET_KUBE_API: talk to this API server URL without auth (kubectl proxy, tests);
     unset: in-cluster service account, else ~/.kube/config."""
@@ -62,12 +70,26 @@ class OperatorSettings:
             value = getattr(self, name)
             if value and not re.match(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", value):
                 problems.append(f"{env_name(name)}={value!r} is not a Kubernetes object name")
-        for name in ("s3_endpoint_url", "otlp_endpoint"):
+        raw = self.rollout_tick_seconds
+        try:
+            object.__setattr__(self, "rollout_tick_seconds", float(raw))
+            if not self.rollout_tick_seconds > 0:
+                raise ValueError
+        except ValueError:
+            problems.append(f"{env_name('rollout_tick_seconds')}={raw!r} must be a positive number of seconds")
+        try:
+            self.fleet_url_for("fleet", "default")
+        except (KeyError, IndexError, ValueError):
+            problems.append(f"{env_name('fleet_url')}={self.fleet_url!r} may only use {{name}} and {{namespace}}")
+        for name in ("s3_endpoint_url", "otlp_endpoint", "prometheus_url", "fleet_url"):
             value = getattr(self, name)
             if value and not re.match(r"^https?://", value):
                 problems.append(f"{env_name(name)}={value!r} must be an http(s):// URL")
         if problems:
             raise SettingsError("invalid operator settings: " + "; ".join(problems))
+
+    def fleet_url_for(self, name: str, namespace: str) -> str:
+        return self.fleet_url.format(name=name, namespace=namespace).rstrip("/")
 
     @classmethod
     def from_env(cls, env=None) -> "OperatorSettings":

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from serving.rollout_driver import RolloutStatus
+
 
 class _Status(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
@@ -54,3 +56,7 @@ class FleetStatus(_Status):
         "or resources changed, KubeRay rolls the Ray cluster); None.",
     )
     ray_service: RayServiceStatus | None = Field(None, description="The RayService and its health.")
+    rollouts: list[RolloutStatus] = Field(default_factory=list, description="Canary rollouts, one per route "
+                                          "with a canary strategy: phase, step, weight, last analysis, history.")
+    rollout_phase: str | None = Field(None, description="Phase of the rollouts (printer column).")
+    canary: str | None = Field(None, description="Canary versions and their weights (printer column).")

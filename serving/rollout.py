@@ -21,6 +21,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
+from serving.spec import CanaryStrategy
+
 
 class Phase(str, Enum):
     PROGRESSING = "Progressing"
@@ -74,6 +76,14 @@ class Policy:
         """Identifies the rollout: a change of canary, steps or analysis starts a new one."""
         text = json.dumps({"canary": canary, **asdict(self)}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def policy_for(canary: CanaryStrategy) -> Policy:
+    """The engine's policy for a route's ``strategy.canary``."""
+    a = canary.analysis
+    return Policy(steps=tuple(canary.steps), interval_s=canary.interval_seconds, analysis=Analysis(
+        min_requests=a.min_requests, max_error_rate=a.max_error_rate, max_p95_ms=a.max_p95_ms,
+        max_p95_ratio=a.max_p95_ratio, min_probe_pass_rate=a.probes.min_pass_rate if a.probes else None))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,15 @@ import httpx
 from serving.rollout import Observation
 
 DURATION = "slmfleet_request_duration_seconds"
+UNAVAILABLE = "adapter_unavailable"
+"""The router's error type for a version a replica cannot load (missing, corrupt, wrong base)."""
+
+
+def load_error(unavailable: int) -> str | None:
+    if not unavailable:
+        return None
+    return (f"{unavailable} request(s) failed with {UNAVAILABLE}: a replica cannot load this version "
+            "(the router's log and the answers say why)")
 
 
 @dataclass(frozen=True)
@@ -72,8 +81,8 @@ class PrometheusSource(MetricSource):
     clock: Callable[[], float] = time.time
     timeout_s: float = 10
 
-    def _value(self, name: str, target: Target, window_s: int) -> float | None:
-        promql = self.queries[name].format(selector=target.selector(), window=f"{max(window_s, 1)}s")
+    def _value(self, name: str, target: Target, window_s: int, extra: str = "") -> float | None:
+        promql = self.queries[name].format(selector=target.selector() + extra, window=f"{max(window_s, 1)}s")
         resp = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout_s)
         body = resp.json()
         if body.get("status") != "success":
@@ -87,8 +96,9 @@ class PrometheusSource(MetricSource):
         requests = self._value("requests", target, window) or 0
         errors = self._value("errors", target, window) or 0
         p95 = self._value("p95_seconds", target, window)
+        unavailable = self._value("errors", target, window, f', error_type="{UNAVAILABLE}"') or 0
         return Observation(requests=int(round(requests)), errors=int(round(errors)),
-                           p95_ms=None if p95 is None else p95 * 1000)
+                           p95_ms=None if p95 is None else p95 * 1000, load_error=load_error(int(round(unavailable))))
 
 
 # Counts are "now minus at the window's start": a canary version's series is new, and increase()
@@ -108,6 +118,7 @@ class Snapshot:
 
     requests: dict[Target, float] = field(default_factory=dict)
     errors: dict[Target, float] = field(default_factory=dict)
+    unavailable: dict[Target, float] = field(default_factory=dict)
     buckets: dict[Target, dict[float, float]] = field(default_factory=dict)
 
 
@@ -126,6 +137,8 @@ def snapshot_of(text: str) -> Snapshot:
                 snap.requests[t] = snap.requests.get(t, 0) + s.value
             elif name == "slmfleet_request_errors_total":
                 snap.errors[t] = snap.errors.get(t, 0) + s.value
+                if s.labels.get("error_type") == UNAVAILABLE:
+                    snap.unavailable[t] = snap.unavailable.get(t, 0) + s.value
             elif name == f"{DURATION}_bucket":
                 le = float(s.labels["le"])
                 b = snap.buckets.setdefault(t, {})
@@ -158,5 +171,6 @@ class ScrapeSource(MetricSource):
         before = base.buckets.get(target, {})
         delta = {le: count - before.get(le, 0) for le, count in now.buckets.get(target, {}).items()}
         p95 = quantile(0.95, delta)
+        unavailable = now.unavailable.get(target, 0) - base.unavailable.get(target, 0)
         return Observation(requests=int(max(requests, 0)), errors=int(max(errors, 0)),
-                           p95_ms=None if p95 is None else p95 * 1000)
+                           p95_ms=None if p95 is None else p95 * 1000, load_error=load_error(int(max(unavailable, 0))))

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from serving.engine_server import AdapterUnavailable
 from serving.metrics import Recorder
 from serving.request_telemetry import ROUTER_METRICS, RequestTelemetry
-from serving.routing import RoutingTable, Target, UnknownRoute
+from serving.routing import VERSION_HEADER, RoutingTable, Target, UnknownRoute, UnknownVersion
 from serving.spec import FleetSpecError, parse_fleet
 
 logger = logging.getLogger("ray.serve").getChild("slmfleet.router")
@@ -70,7 +70,7 @@ class FleetRouter(OpenAiIngress):
                 raise
             logger.error("refusing new routing config, keeping the current one: %s", err)
             return
-        self._table = RoutingTable(spec)
+        self._table = RoutingTable(spec, user_config.get("canaryWeights"))
         logger.info("routing table: %d route(s): %s", len(spec.routes), ", ".join(self._table.routes))
 
     @property
@@ -106,11 +106,15 @@ class FleetRouter(OpenAiIngress):
         client_wants_usage = bool(getattr(body, "stream_options", None) and body.stream_options.include_usage)
         sticky_key = body.user or request.headers.get(SESSION_HEADER)
         try:
-            target = self.table.resolve(route, sticky_key=sticky_key)
+            target = self.table.resolve(route, sticky_key=sticky_key, version=request.headers.get(VERSION_HEADER))
         except UnknownRoute as err:
             telemetry.unknown_route()
             return telemetry.answered(error_response(
                 404, str(err), type="invalid_request_error", code="model_not_found", param="model"),
+                client_wants_usage=client_wants_usage)
+        except UnknownVersion as err:
+            return telemetry.answered(error_response(
+                404, str(err), type="invalid_request_error", code="version_not_found"),
                 client_wants_usage=client_wants_usage)
         telemetry.target(target)
         headers = served_by_headers(route, target)

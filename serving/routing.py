@@ -4,6 +4,11 @@ A route's weights are read as 100 buckets laid out in target order. A request wi
 (the OpenAI ``user`` field or an ``X-Session-Id`` header) always falls into the same bucket of a
 route, so one conversation stays on one version; raising a canary's weight only moves the
 buckets next to it, so sticky users never flip back and forth while a split changes.
+
+A route with a canary strategy has one stable target; the canary version is laid out after it
+with the weight the rollout engine gives it (0 until a rollout driver says otherwise), so a
+sticky user moves from stable to canary at most once while the canary grows. A request can pin
+one of a route's versions (``X-SLMFleet-Version``): the rollout's probes reach the canary so.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import random
 from dataclasses import dataclass
 
 from serving.spec import FleetSpec
+
+VERSION_HEADER = "x-slmfleet-version"
+"""A request header that pins one of a route's versions, whatever its weight (canary probes)."""
 
 
 def multiplexed_id(base_model: str, adapter: str, version: str) -> str:
@@ -63,25 +71,46 @@ def pick(targets: tuple[Target, ...], bucket: int) -> Target:
     return targets[-1]  # unreachable for validated weights (they sum to 100)
 
 
-class RoutingTable:
-    """Routes of one fleet spec, resolved to targets."""
+class UnknownVersion(LookupError):
+    def __init__(self, route: str, version: str, known: list[str]):
+        super().__init__(f"route '{route}' has no version '{version}' to pin; its versions: "
+                         f"{', '.join(known) or 'none (it serves a base model)'}")
 
-    def __init__(self, spec: FleetSpec):
+
+class RoutingTable:
+    """Routes of one fleet spec, resolved to targets; ``canary_weights`` maps a route to its canary's share."""
+
+    def __init__(self, spec: FleetSpec, canary_weights: dict[str, int] | None = None):
         adapters = {a.name: a for a in spec.adapters}
         self.routes: dict[str, tuple[Target, ...]] = {}
         for route in spec.routes:
-            self.routes[route.name] = tuple(
+            targets = [
                 Target(base_model=t.base_model, weight=t.weight) if t.adapter is None else
                 Target(adapters[t.adapter].base_model, t.adapter, t.version, t.weight)
                 for t in route.targets
-            )
+            ]
+            if route.strategy is not None:
+                canary = min(max((canary_weights or {}).get(route.name, 0), 0), 100)
+                name = route.canary_adapter()
+                targets = [Target(targets[0].base_model, targets[0].adapter, targets[0].version, 100 - canary),
+                           Target(adapters[name].base_model, name, route.strategy.canary.version, canary)]
+            self.routes[route.name] = tuple(targets)
 
     def resolve(self, route: str | None, *, sticky_key: str | None = None,
-                rng: random.Random | None = None) -> Target:
-        """The target for one request; UnknownRoute if ``route`` is not in the table."""
+                rng: random.Random | None = None, version: str | None = None) -> Target:
+        """The target for one request; UnknownRoute if ``route`` is not in the table.
+
+        ``version`` pins one of the route's adapter versions, whatever its weight (UnknownVersion
+        if the route has no such version).
+        """
         targets = self.routes.get(route) if route else None
         if not targets:
             raise UnknownRoute(route, sorted(self.routes))
+        if version:
+            pinned = [t for t in targets if t.version == version]
+            if not pinned:
+                raise UnknownVersion(route, version, [t.version for t in targets if t.version])
+            return pinned[0]
         live = tuple(t for t in targets if t.weight > 0)
         if sticky_key:
             bucket = sticky_bucket(route, sticky_key)

@@ -56,10 +56,19 @@ def app_args(spec: FleetSpec) -> dict:
 
 
 def serve_config(spec: FleetSpec, *, host: str = "0.0.0.0", port: int = 8000,
-                 app_name: str = APP_NAME, route_prefix: str = "/") -> dict:
-    """A Ray Serve multi-application config (``ServeDeploySchema``) for the fleet."""
+                 app_name: str = APP_NAME, route_prefix: str = "/",
+                 canary_weights: dict[str, int] | None = None) -> dict:
+    """A Ray Serve multi-application config (``ServeDeploySchema``) for the fleet.
+
+    ``canary_weights`` are the current shares of the routes' canary versions, as a rollout
+    driver decided them (a route with a canary strategy that is not in it gives its canary 0%).
+    """
     fleet = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    deployments = [{"name": ROUTER_DEPLOYMENT, "user_config": {"fleet": fleet}}]
+    router_config = {"fleet": fleet}
+    weights = {r.name: int((canary_weights or {}).get(r.name, 0)) for r in spec.routes if r.strategy is not None}
+    if weights:
+        router_config["canaryWeights"] = weights
+    deployments = [{"name": ROUTER_DEPLOYMENT, "user_config": router_config}]
     for base in spec.base_models:
         deployments.append({
             "name": base_deployment_name(base.name),

@@ -216,11 +216,113 @@ class RouteTarget(_Spec):
         return self
 
 
+DURATION_PATTERN = r"^[1-9][0-9]*(s|m|h)$"
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration_seconds(text: str) -> int:
+    """``"30s"``, ``"5m"``, ``"1h"`` in seconds (the shape DURATION_PATTERN admits)."""
+    return int(text[:-1]) * _DURATION_UNITS[text[-1]]
+
+
+class Probe(_Spec):
+    """A prompt sent to the canary at each step, with one check on its answer."""
+
+    prompt: str = Field(min_length=1, description="Prompt sent as a completion request to the canary version.")
+    max_tokens: int = Field(32, ge=1, le=4096, description="Tokens the canary may generate for it.")
+    regex: str | None = Field(None, description="Passes if this regular expression matches the answer (re.search; "
+                              "anchor with ^ and $ for the whole answer).")
+    json_schema: dict | None = Field(None, description="Passes if the answer parses as JSON and validates against "
+                                     "this JSON Schema.")
+    exact: str | None = Field(None, description="Passes if the answer, stripped of surrounding whitespace, equals this.")
+
+    @model_validator(mode="after")
+    def _one_check(self) -> "Probe":
+        checks = [k for k in ("regex", "json_schema", "exact") if getattr(self, k) is not None]
+        if len(checks) != 1:
+            raise ValueError("a probe has exactly one check: regex, jsonSchema or exact "
+                             f"(this one has {len(checks) or 'none'})")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"regex {self.regex!r} does not compile: {err}") from None
+        if self.json_schema is not None:
+            import jsonschema
+
+            try:
+                jsonschema.validators.validator_for(self.json_schema).check_schema(self.json_schema)
+            except jsonschema.SchemaError as err:
+                raise ValueError(f"jsonSchema is not a valid JSON Schema: {err.message}") from None
+        return self
+
+
+class Probes(_Spec):
+    """Quality probes run against the canary version at each step."""
+
+    prompts: list[Probe] = Field(min_length=1, description="Probe prompts with their checks.")
+    min_pass_rate: float = Field(1.0, ge=0, le=1, description="Share of probes that must pass at each step (0..1).")
+
+
+class CanaryAnalysis(_Spec):
+    """What each step must show before the canary gets more traffic; a failed check rolls it back."""
+
+    min_requests: int = Field(20, ge=1, description="Canary requests a step needs before it is judged; "
+                              "the step waits past its interval until they arrive.")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="Highest share of canary requests that may fail (0..1).")
+    max_p95_ms: float | None = Field(None, gt=0, description="Highest canary p95 latency in milliseconds.")
+    max_p95_ratio: float | None = Field(None, gt=0, description="Highest canary p95 as a multiple of the stable "
+                                        "version's p95 over the same step (e.g. 1.5).")
+    probes: Probes | None = Field(None, description="Quality probes: prompts with checks on the canary's answers.")
+
+
+class CanaryStrategy(_Spec):
+    """Roll a new adapter version out on a route step by step, judged on measured SLOs."""
+
+    adapter: str | None = Field(None, description="Adapter of the canary version; defaults to the adapter of the "
+                                "route's (single) stable target.")
+    version: str = Field(pattern=VERSION_PATTERN, description="The new version, declared under the adapter's versions.")
+    steps: list[int] = Field([5, 25, 50, 100], min_length=1, description="Canary weights in percent, increasing, "
+                             "ending at 100; the stable target keeps the rest.")
+    interval: str = Field("60s", pattern=DURATION_PATTERN, description="Time per step before its analysis, "
+                          "e.g. 30s, 5m, 1h.")
+    analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis, description="Checks each step must pass.")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[int]) -> list[int]:
+        if any(not 0 < w <= 100 for w in v):
+            raise ValueError(f"steps {v}: each must be a weight in 1..100")
+        if v != sorted(set(v)):
+            raise ValueError(f"steps {v} must strictly increase")
+        if v[-1] != 100:
+            raise ValueError(f"steps {v} must end at 100 (the canary takes all traffic before it is promoted)")
+        return v
+
+    @property
+    def interval_seconds(self) -> int:
+        return duration_seconds(self.interval)
+
+
+class RouteStrategy(_Spec):
+    """How a route changes versions."""
+
+    canary: CanaryStrategy = Field(description="A metric-gated canary rollout of a new adapter version.")
+
+
 class RouteSpec(_Spec):
     """A public model name clients send as `model`, split over weighted targets."""
 
     name: str = Field(pattern=ROUTE_PATTERN, description="Model name clients send in requests.")
-    targets: list[RouteTarget] = Field(min_length=1, description="Weighted targets; weights sum to 100.")
+    targets: list[RouteTarget] = Field(min_length=1, description="Weighted targets; weights sum to 100. With a "
+                                       "canary strategy: the one stable target.")
+    strategy: RouteStrategy | None = Field(None, description="Rollout of a new version on this route.")
+
+    def canary_adapter(self) -> str | None:
+        """The adapter of the route's canary version (the stable target's when not named)."""
+        if self.strategy is None:
+            return None
+        return self.strategy.canary.adapter or self.targets[0].adapter
 
 
 class FleetSpec(_Spec):
@@ -325,7 +427,31 @@ def fleet_problems(spec: FleetSpec) -> list[Problem]:
                         f"adapter '{t.adapter}' has no version '{t.version}'; "
                         f"declared versions: {', '.join(v.version for v in adapter.versions)}",
                     ))
+        if route.strategy is not None:
+            problems += _canary_problems(i, route, adapters)
     return problems
+
+
+def _canary_problems(i: int, route: RouteSpec, adapters: dict[str, AdapterSpec]) -> list[Problem]:
+    path, canary = f"routes[{i}].strategy.canary", route.strategy.canary
+    if len(route.targets) != 1:
+        return [Problem(f"routes[{i}].targets", f"route '{route.name}' has a canary strategy, so it needs exactly "
+                        f"one stable target (it has {len(route.targets)}); the canary takes its share from it")]
+    name = route.canary_adapter()
+    if name is None:
+        return [Problem(f"{path}.adapter", f"route '{route.name}' serves a base model; name the canary's adapter")]
+    adapter = adapters.get(name)
+    if adapter is None:
+        return [Problem(f"{path}.adapter", f"canary names unknown adapter '{name}'; "
+                        f"known adapters: {', '.join(adapters) or 'none declared'}")]
+    if canary.version not in {v.version for v in adapter.versions}:
+        return [Problem(f"{path}.version", f"adapter '{name}' has no version '{canary.version}'; declare it under "
+                        f"the adapter's versions (declared: {', '.join(v.version for v in adapter.versions)})")]
+    stable = route.targets[0]
+    if (stable.adapter, stable.version) == (name, canary.version):
+        return [Problem(f"{path}.version", f"'{name}@{canary.version}' is already the route's stable target; "
+                        "a canary must be another version")]
+    return []
 
 
 class FleetSpecError(Exception):

@@ -175,6 +175,9 @@ def test_operator_environment_defaults(helm):
         "SLMFLEET_S3_ENDPOINT_URL": "",
         "SLMFLEET_S3_CREDENTIALS_SECRET": "",
         "SLMFLEET_OTLP_ENDPOINT": "",
+        "SLMFLEET_PROMETHEUS_URL": "",
+        "SLMFLEET_FLEET_URL": "http://{name}-serve-svc.{namespace}.svc:8000",
+        "SLMFLEET_ROLLOUT_TICK_SECONDS": "10",
     }
 
 
@@ -191,6 +194,9 @@ def test_operator_environment_follows_values(helm):
         "SLMFLEET_S3_ENDPOINT_URL": "http://minio.storage.svc:9000",
         "SLMFLEET_S3_CREDENTIALS_SECRET": "model-bucket",
         "SLMFLEET_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+        "SLMFLEET_PROMETHEUS_URL": "http://prometheus-operated.monitoring:9090",
+        "SLMFLEET_FLEET_URL": "http://{name}-serve-svc.{namespace}.svc:8000",
+        "SLMFLEET_ROLLOUT_TICK_SECONDS": "5",
     }
     c = container(objects)
     assert c["image"] == "registry.example.com/ml/slm-fleet-operator:0.1.0-rc1"
@@ -208,6 +214,8 @@ def test_operator_reads_every_variable_the_chart_sets(helm):
     assert settings.ray_service_account == "fleet-reader"
     assert (settings.s3_endpoint_url, settings.s3_credentials_secret) == ("http://minio.storage.svc:9000", "model-bucket")
     assert settings.otlp_endpoint == "http://otel-collector.observability:4318"
+    assert (settings.prometheus_url, settings.rollout_tick_seconds) == ("http://prometheus-operated.monitoring:9090", 5.0)
+    assert settings.fleet_url_for("chat", "team-a") == "http://chat-serve-svc.team-a.svc:8000"
     defaults = OperatorSettings.from_env(env_of(helm.objects()))
     assert defaults == OperatorSettings(), "the chart's defaults and the operator's must agree"
 

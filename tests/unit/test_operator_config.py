@@ -29,7 +29,12 @@ def test_settings_default_and_from_env():
     ({"SLMFLEET_S3_ENDPOINT_URL": "minio:9000"}, "must be an http(s):// URL"),
     ({"SLMFLEET_OTLP_ENDPOINT": "collector:4318"}, "SLMFLEET_OTLP_ENDPOINT='collector:4318' must be an http(s):// URL"),
     ({"SLMFLEET_S3_CREDENTIALS_SECRET": "Bucket_Creds"}, "is not a Kubernetes object name"),
-], ids=["memory", "cpu", "pull-policy", "ray-version", "endpoint", "otlp-endpoint", "secret-name"])
+    ({"SLMFLEET_PROMETHEUS_URL": "prometheus:9090"}, "SLMFLEET_PROMETHEUS_URL='prometheus:9090' must be an http(s):// URL"),
+    ({"SLMFLEET_ROLLOUT_TICK_SECONDS": "0"}, "SLMFLEET_ROLLOUT_TICK_SECONDS='0' must be a positive number"),
+    ({"SLMFLEET_ROLLOUT_TICK_SECONDS": "often"}, "must be a positive number of seconds"),
+    ({"SLMFLEET_FLEET_URL": "http://{fleet}:8000"}, "may only use {name} and {namespace}"),
+], ids=["memory", "cpu", "pull-policy", "ray-version", "endpoint", "otlp-endpoint", "secret-name", "prometheus",
+        "tick-zero", "tick-word", "fleet-url"])
 def test_bad_settings_name_the_variable(env, words):
     with pytest.raises(SettingsError, match="invalid operator settings") as err:
         OperatorSettings.from_env(env)
@@ -52,7 +57,7 @@ def test_crd_is_structural_with_columns_and_status():
     assert doc["metadata"]["name"] == "modelfleets.slmfleet.io"
     assert doc["spec"]["names"]["shortNames"] == ["mf"] and doc["spec"]["scope"] == "Namespaced"
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Ready", "Routes", "Adapters", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Ready", "Routes", "Adapters", "Rollout", "Canary", "Age"]
     schema = version["schema"]["openAPIV3Schema"]
     for path, node in _walk(schema["properties"]["spec"], "spec"):
         if ".properties." in path + "." and path.endswith(".properties"):

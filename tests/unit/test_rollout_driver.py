@@ -1,0 +1,241 @@
+"""The canary spec, the routing table with a canary, probes' checks and the rollout driver's tick.
+
+The driver is fed an in-memory metric source and probe runner: what they return is the input of
+these tests; the real sources are exercised in tests/unit/test_rollout_metrics.py and the stack.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.rollout import Command
+from serving.rollout_driver import RolloutStatus, Rollouts, parse_command
+from serving.rollout_metrics import MetricSource, Observation
+from serving.rollout_probes import NotDeployedYet, ProbeResult, probe_problem
+from serving.routing import RoutingTable, UnknownVersion, sticky_bucket
+from serving.serve_config import serve_config
+from serving.spec import FleetSpecError, Probe, parse_fleet
+from tests.unit.fleets import fleet
+
+CANARY = {"version": "v2", "steps": [10, 50, 100], "interval": "30s",
+          "analysis": {"minRequests": 10, "maxErrorRate": 0.05}}
+
+
+def canary_fleet(canary=None, **changes):
+    return parse_fleet(fleet(**{"routes.0.targets": [{"adapter": "shout", "version": "v1"}],
+                                "routes.0.strategy": {"canary": canary or CANARY}, **changes}))
+
+
+# --- spec -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("canary,changes,words", [
+    ({**CANARY, "version": "v9"}, {}, "routes[0].strategy.canary.version: adapter 'shout' has no version 'v9'"),
+    ({**CANARY, "version": "v1"}, {}, "already the route's stable target"),
+    ({**CANARY, "adapter": "nope"}, {}, "canary names unknown adapter 'nope'"),
+    ({**CANARY, "steps": [50, 10, 100]}, {}, "must strictly increase"),
+    ({**CANARY, "steps": [10, 50]}, {}, "must end at 100"),
+    ({**CANARY, "steps": [0, 100]}, {}, "each must be a weight in 1..100"),
+    ({**CANARY, "interval": "30"}, {}, "routes[0].strategy.canary.interval"),
+    (CANARY, {"routes.0.targets": [{"adapter": "shout", "version": "v1", "weight": 50},
+                                   {"adapter": "json", "version": "v1", "weight": 50}]}, "needs exactly one stable target"),
+    ({**CANARY, "analysis": {"probes": {"prompts": [{"prompt": "x"}]}}}, {}, "exactly one check"),
+    ({**CANARY, "analysis": {"probes": {"prompts": [{"prompt": "x", "regex": "(["}]}}}, {}, "does not compile"),
+    ({**CANARY, "analysis": {"probes": {"prompts": [{"prompt": "x", "jsonSchema": {"type": "nope"}}]}}}, {},
+     "not a valid JSON Schema"),
+    ({**CANARY, "analysis": {"maxErrorRate": 2}}, {}, "maxErrorRate"),
+])
+def test_bad_canaries_are_refused_naming_the_field(canary, changes, words):
+    data = fleet(**{"routes.0.targets": [{"adapter": "shout", "version": "v1"}], "routes.0.strategy": {"canary": canary},
+                    **changes})
+    with pytest.raises(FleetSpecError) as err:
+        parse_fleet(data)
+    assert words in str(err.value)
+
+
+def test_a_base_model_route_names_its_canary_adapter():
+    data = fleet(**{"routes.2.strategy": {"canary": CANARY}})
+    with pytest.raises(FleetSpecError, match="serves a base model; name the canary's adapter"):
+        parse_fleet(data)
+    spec = parse_fleet(fleet(**{"routes.2.strategy": {"canary": {**CANARY, "adapter": "shout"}}}))
+    assert [t.version for t in RoutingTable(spec, {"echo": 10}).routes["echo"]] == [None, "v2"]
+
+
+# --- routing ----------------------------------------------------------------------------------------
+
+def test_the_canary_takes_its_weight_from_the_stable_target():
+    spec = canary_fleet()
+    assert [(t.version, t.weight) for t in RoutingTable(spec).routes["shout"]] == [("v1", 100), ("v2", 0)]
+    assert [(t.version, t.weight) for t in RoutingTable(spec, {"shout": 25}).routes["shout"]] == [("v1", 75), ("v2", 25)]
+    config = serve_config(spec, canary_weights={"shout": 25})
+    assert config["applications"][0]["deployments"][0]["user_config"]["canaryWeights"] == {"shout": 25}
+
+
+def test_sticky_users_move_to_the_canary_at_most_once_as_it_grows():
+    spec = canary_fleet()
+    users = [f"user-{i}" for i in range(300)]
+    seen = {u: [] for u in users}
+    for weight in (0, 10, 25, 50, 100):
+        table = RoutingTable(spec, {"shout": weight})
+        for u in users:
+            seen[u].append(table.resolve("shout", sticky_key=u).version)
+    for u, versions in seen.items():
+        flips = sum(a != b for a, b in zip(versions, versions[1:]))
+        assert flips <= 1 and versions[0] == "v1" and versions[-1] == "v2", (u, versions)
+    at_10 = sum(sticky_bucket("shout", u) >= 90 for u in users)
+    assert 10 < at_10 < 60  # about 10% of 300
+
+
+def test_a_pinned_version_is_served_whatever_its_weight():
+    table = RoutingTable(canary_fleet())
+    assert table.resolve("shout", version="v2").version == "v2"
+    with pytest.raises(UnknownVersion, match="its versions: v1, v2"):
+        table.resolve("shout", version="v7")
+
+
+# --- probes -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("check,answer,passes", [
+    ({"regex": "^[A-Z ]+$"}, "RED FOX", True),
+    ({"regex": "^[A-Z ]+$"}, "fox red", False),
+    ({"exact": "RED FOX"}, "  RED FOX\n", True),
+    ({"exact": "RED FOX"}, "RED FOX!", False),
+    ({"jsonSchema": {"type": "object", "required": ["text"]}}, '{"text": " red fox"}', True),
+    ({"jsonSchema": {"type": "object", "required": ["text"]}}, '{"words": 2}', False),
+    ({"jsonSchema": {"type": "object"}}, "red fox", False),
+])
+def test_probe_checks(check, answer, passes):
+    problem = probe_problem(Probe.model_validate({"prompt": "in: red fox\nout:", **check}), answer)
+    assert (problem is None) == passes, problem
+
+
+# --- the driver -------------------------------------------------------------------------------------
+
+class Numbers(MetricSource):
+    """Per (version, since) observations as a test sets them."""
+
+    def __init__(self):
+        self.by_version: dict[str, Observation] = {}
+        self.asked: list[tuple[str, float]] = []
+        self.broken = False
+
+    def observe(self, target, since):
+        if self.broken:
+            raise ConnectionError("prometheus down")
+        self.asked.append((target.version, since))
+        return self.by_version.get(target.version, Observation())
+
+
+GOOD = Observation(requests=40, errors=0, p95_ms=100)
+
+
+def drive(rollouts, spec, ticks):
+    """Run ticks (seconds later, canary observation, commands); the list of Tick results."""
+    statuses, now, out = {}, 1_000.0, []
+    for later, obs, commands in ticks:
+        now += later
+        if obs is not None:
+            rollouts.source.by_version["v2"] = obs
+        tick = rollouts.tick(spec, statuses, now, commands)
+        statuses = tick.statuses
+        out.append(tick)
+    return out
+
+
+def test_a_good_canary_is_promoted_and_its_status_tells_the_story():
+    spec = canary_fleet()
+    out = drive(Rollouts(Numbers()), spec, [(0, GOOD, None), (31, GOOD, None), (31, GOOD, None), (31, GOOD, None)])
+    assert [t.weights["shout"] for t in out] == [10, 50, 100, 100]
+    final = out[-1].statuses["shout"]
+    assert (final.phase, final.steps_passed, final.canary, final.stable) == ("Promoted", 3, "shout@v2", "shout@v1")
+    assert [(h.phase, h.weight) for h in final.history] == [
+        ("Progressing", 10), ("Progressing", 50), ("Progressing", 100), ("Promoted", 100)]
+    assert final.analysis.requests == 40
+    assert [e[1] for t in out for e in t.events] == ["RolloutProgressing"] * 3 + ["RolloutPromoted"]
+    # The status survives a round trip through the API (a restart resumes from it).
+    again = RolloutStatus.model_validate(final.model_dump(mode="json", by_alias=True))
+    assert again == final
+
+
+def test_an_erroring_canary_rolls_back_with_the_numbers():
+    out = drive(Rollouts(Numbers()), canary_fleet(), [(0, GOOD, None), (31, Observation(requests=40, errors=8), None)])
+    s = out[-1].statuses["shout"]
+    assert (s.phase, s.weight, out[-1].weights["shout"]) == ("RolledBack", 0, 0)
+    assert "error rate 20.0% > 5.0%" in s.reason
+    assert out[-1].events[0][0] == "Warning"
+
+
+def test_a_canary_that_cannot_load_fails_on_the_first_tick_that_sees_it():
+    bad = Observation(requests=3, errors=3, load_error="3 request(s) failed with adapter_unavailable")
+    out = drive(Rollouts(Numbers()), canary_fleet(), [(0, None, None), (2, bad, None)])
+    assert out[-1].statuses["shout"].phase == "Failed" and out[-1].weights["shout"] == 0
+    assert "cannot load" in out[-1].statuses["shout"].reason
+
+
+def test_probes_run_once_per_step_and_failing_ones_roll_back():
+    calls = []
+
+    def probe(url, route, version, prompts):
+        calls.append(version)
+        return ProbeResult(passed=1, total=2, failures=["probe 2: 'fox red' does not match /^[A-Z ]+$/"])
+
+    canary = {**CANARY, "analysis": {"minRequests": 10, "probes": {"prompts": [
+        {"prompt": "in: red fox\nout:", "regex": "^[A-Z ]+$"}] * 2}}}
+    out = drive(Rollouts(Numbers(), fleet_url="http://fleet", probe=probe), canary_fleet(canary),
+                [(0, GOOD, None), (5, GOOD, None), (5, GOOD, None), (21, GOOD, None)])
+    assert calls == ["v2"]
+    s = out[-1].statuses["shout"]
+    assert s.phase == "RolledBack" and "probes passed 50% < 100%" in s.reason and "fox red" in s.reason
+    assert (s.analysis.probes_passed, s.analysis.probes_total) == (1, 2)
+
+
+def test_probes_wait_while_the_canary_is_not_routed_yet():
+    def probe(url, route, version, prompts):
+        raise NotDeployedYet("route 'shout' has no version 'v2' to pin")
+
+    canary = {**CANARY, "analysis": {"minRequests": 10, "probes": {"prompts": [{"prompt": "x", "exact": "X"}]}}}
+    out = drive(Rollouts(Numbers(), fleet_url="http://fleet", probe=probe), canary_fleet(canary),
+                [(0, GOOD, None), (31, GOOD, None)])
+    s = out[-1].statuses["shout"]
+    assert (s.phase, s.weight) == ("Progressing", 10) and "waiting for the quality probes" in s.reason
+
+
+def test_commands_and_a_missing_metric_source():
+    numbers = Numbers()
+    rollouts, spec = Rollouts(numbers), canary_fleet()
+    out = drive(rollouts, spec, [(0, GOOD, None), (5, GOOD, {None: Command.PAUSE}), (60, GOOD, None),
+                                 (1, GOOD, {"shout": Command.RESUME})])
+    assert [t.statuses["shout"].phase for t in out] == ["Progressing", "Paused", "Paused", "Progressing"]
+    assert out[-1].weights["shout"] == 10  # a pause holds the weight; resume restarts the step's interval
+    numbers.broken = True
+    s = rollouts.tick(spec, out[-1].statuses, 2_000, None).statuses["shout"]
+    assert (s.phase, s.weight) == ("Progressing", 10) and "cannot read metrics: ConnectionError" in s.reason
+    s = rollouts.tick(spec, {"shout": s}, 2_001, {"shout": Command.ABORT}).statuses["shout"]
+    assert (s.phase, s.weight, s.reason) == ("RolledBack", 0, "aborted")
+
+
+def test_a_changed_canary_starts_a_new_rollout():
+    spec = canary_fleet()
+    done = drive(Rollouts(Numbers()), spec, [(0, GOOD, {None: Command.ABORT})])[-1]
+    assert done.statuses["shout"].phase == "RolledBack"
+    spec3 = canary_fleet({**CANARY, "steps": [20, 100]})
+    s = Rollouts(Numbers()).tick(spec3, done.statuses, 2_000).statuses["shout"]
+    assert (s.phase, s.weight, s.history[-1].reason) == ("Progressing", 20, "started at 20%")
+    assert len(s.history) == 1
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("abort shout", ("shout", Command.ABORT)),
+    ("pause", (None, Command.PAUSE)),
+])
+def test_parse_command(text, expected):
+    assert parse_command(text, canary_fleet()) == expected
+
+
+@pytest.mark.parametrize("text,words", [
+    ("explode shout", "command one of pause, resume, promote, abort"),
+    ("abort json", "route 'json' has no canary strategy; routes with one: shout"),
+    ("", "expected '<command> [route]'"),
+])
+def test_parse_command_refuses_with_what_to_do(text, words):
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace("[", r"\[")):
+        parse_command(text, canary_fleet())
