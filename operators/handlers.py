@@ -159,6 +159,8 @@ async def advance_rollouts(body, memo: kopf.Memo, **_) -> None:
     """
     fleet = dict(body)
     name, namespace = fleet["metadata"]["name"], fleet["metadata"]["namespace"]
+    if not (fleet.get("status") or {}).get("rayService"):
+        return  # the create handler has not made the RayService yet
     try:
         spec = fleet_from_document({k: fleet[k] for k in ("apiVersion", "kind", "spec") if k in fleet},
                                    source=f"ModelFleet {namespace}/{name}")

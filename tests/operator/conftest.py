@@ -12,6 +12,7 @@ import contextlib
 import copy
 import datetime
 import itertools
+import os
 import uuid
 from pathlib import Path
 
@@ -21,7 +22,9 @@ import kopf
 import pytest
 import yaml
 
-import operators.handlers  # noqa: F401 - registers the handlers with kopf
+# Read when the handlers are registered (kopf timers take their interval then): rollouts tick fast here.
+os.environ.setdefault("SLMFLEET_ROLLOUT_TICK_SECONDS", "0.5")
+import operators.handlers  # noqa: E402, F401 - registers the handlers with kopf
 
 ROOT = Path(__file__).parents[2]
 FLEETS = "/apis/slmfleet.io/v1alpha1/namespaces/default/modelfleets"
