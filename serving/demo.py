@@ -67,7 +67,8 @@ def ask_every_route(spec: FleetSpec, base_url: str) -> list[tuple[str, str, str,
     return rows
 
 
-def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, metrics_port: int | None = None) -> int:
+def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, metrics_port: int | None = None,
+             **rollout_options) -> int:
     from serving.cli import UserError, serve_until_stopped
     from serving.local_s3 import local_s3
     from serving.manifests import load_fleet_file
@@ -94,4 +95,4 @@ def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, me
                   f"    -d '{{\"model\": \"{spec.routes[0].name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"red fox\"}}]}}'\n")
 
         return serve_until_stopped(fleet, host=host, port=port, num_cpus=num_cpus, metrics_port=metrics_port,
-                                   on_ready=show)
+                                   on_ready=show, **rollout_options)

@@ -27,6 +27,8 @@ from serving.spec import FleetSpec, RouteSpec
 log = logging.getLogger("slmfleet.rollout")
 HISTORY = 20
 """Transitions kept in a rollout's status."""
+COMMAND_ANNOTATION = "slmfleet.io/rollout"
+"""On a ModelFleet, `<command> [route]`: the operator applies it on its next tick, then removes it."""
 
 
 class _Status(BaseModel):
