@@ -22,7 +22,7 @@ from lightkube.types import PatchType
 from operators.crd import PLURAL
 from operators.reconcile import plan, rollouts_in
 from operators.render import FLEET_LABEL, MANAGED_BY
-from operators.settings import OperatorSettings, SettingsError
+from operators.settings import OperatorSettings, SettingsError, anonymous_kube_config
 from serving.manifests import GROUP, VERSION, fleet_from_document
 from serving.rollout_driver import COMMAND_ANNOTATION, Rollouts, RolloutStatus, parse_command
 from serving.rollout_metrics import MetricSource, PrometheusSource
@@ -50,14 +50,7 @@ def login(**kwargs) -> kopf.ConnectionInfo | None:
 
 def _kube_config(settings: OperatorSettings) -> KubeConfig | None:
     """An unauthenticated config for ``kube_api``; None lets lightkube find in-cluster/kubeconfig."""
-    if not settings.kube_api:
-        return None
-    return KubeConfig.from_dict({
-        "clusters": [{"name": "api", "cluster": {"server": settings.kube_api}}],
-        "users": [{"name": "anonymous", "user": {}}],
-        "contexts": [{"name": "api", "context": {"cluster": "api", "user": "anonymous", "namespace": "default"}}],
-        "current-context": "api",
-    })
+    return anonymous_kube_config(settings.kube_api) if settings.kube_api else None
 
 
 @kopf.on.startup()

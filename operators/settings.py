@@ -101,3 +101,15 @@ class OperatorSettings:
 
 def env_name(field: str) -> str:
     return f"SLMFLEET_{field.upper()}"
+
+
+def anonymous_kube_config(server: str):
+    """A lightkube config that talks to ``server`` without credentials (kubectl proxy, tests)."""
+    from lightkube import KubeConfig
+
+    return KubeConfig.from_dict({
+        "clusters": [{"name": "api", "cluster": {"server": server}}],
+        "users": [{"name": "anonymous", "user": {}}],
+        "contexts": [{"name": "api", "context": {"cluster": "api", "user": "anonymous", "namespace": "default"}}],
+        "current-context": "api",
+    })

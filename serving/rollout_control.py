@@ -40,14 +40,15 @@ class LocalControl:
 
 class KubeControl:
     def __init__(self, name: str, namespace: str | None):
-        from lightkube import Client, KubeConfig
+        from lightkube import Client
         from lightkube.generic_resource import create_namespaced_resource
 
         from operators.crd import PLURAL
+        from operators.settings import anonymous_kube_config
         from serving.manifests import GROUP, VERSION
 
         api = os.environ.get("SLMFLEET_KUBE_API")  # kubectl proxy, tests
-        config = KubeConfig.from_server(api) if api else None
+        config = anonymous_kube_config(api) if api else None
         try:
             self.client = Client(config, namespace=namespace, field_manager="slm-fleet-cli")
         except Exception as err:  # noqa: BLE001 - no kubeconfig, unreadable config

@@ -192,7 +192,7 @@ async def test_a_canary_that_cannot_load_fails_at_its_first_step(rollout_operato
     assert [h["weight"] for h in done["history"]] == [20, 0]  # never past the first step's share
 
 
-async def test_commands_from_the_annotation(rollout_operator, api, k8s):
+async def test_commands_from_the_annotation_and_the_cli(rollout_operator, api, k8s, capsys):
     # No traffic at all: the first step waits for requests; commands still apply.
     assert (await api.post(FLEETS, json=canary_fleet("held", "v2"))).status_code in (200, 201)
     await eventually(lambda: rollout(api, "held"), timeout=20)
@@ -216,9 +216,17 @@ async def test_commands_from_the_annotation(rollout_operator, api, k8s):
     await eventually(annotation_gone)
     assert (await rollout(api, "held"))["phase"] == "Paused"  # nothing changed
 
-    await annotate("abort")
+    # `slm-fleet rollout` on Kubernetes: status from the fleet, a command as the annotation.
+    from serving.cli import main
+
+    assert await asyncio.to_thread(main, ["rollout", "status", "--fleet", "held"]) == 0
+    assert "shout  shout@v2  shout@v1  Paused" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["rollout", "abort", "--fleet", "held"]) == 0
+    assert "slmfleet.io/rollout='abort'" in capsys.readouterr().out
     aborted = await eventually(lambda: _where(rollout(api, "held"), lambda r: r["phase"] == "RolledBack"))
     assert aborted["reason"] == "aborted" and await canary_weight(api, "held") == 0
+    assert await asyncio.to_thread(main, ["rollout", "pause", "--fleet", "nope"]) == 1
+    assert "ModelFleet default/nope not found" in capsys.readouterr().err
 
 
 async def test_without_prometheus_a_rollout_waits_and_says_why(k8s, api, monkeypatch):

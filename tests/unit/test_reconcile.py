@@ -156,3 +156,43 @@ def test_rayservice_health_is_mirrored_into_conditions(kuberay, ready, degraded)
     p = plan(reconciled, rs, settings=SETTINGS, now=T1)
     assert cond(p.status, "Ready")["status"] == ready
     assert cond(p.status, "Degraded")["status"] == degraded
+
+
+def _canary_spec(version="v2"):
+    return fleet(**{"routes.0.targets": [{"adapter": "shout", "version": "v1"}],
+                    "routes.0.strategy": {"canary": {"version": version, "steps": [10, 50, 100]}}})
+
+
+def _router_config(rayservice: dict) -> dict:
+    import yaml
+
+    return yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]["deployments"][0]["user_config"]
+
+
+def test_rollout_weights_come_from_the_status_and_a_changed_canary_starts_at_zero():
+    from serving.rollout_driver import Rollouts
+    from serving.rollout_metrics import MetricSource
+    from serving.spec import parse_fleet
+
+    class Quiet(MetricSource):
+        def observe(self, target, since):
+            raise AssertionError("a first tick reads nothing")
+
+    spec = _canary_spec()
+    tick = Rollouts(Quiet()).tick(parse_fleet(spec), {}, 1_000.0)
+    p = plan(modelfleet(spec), None, settings=SETTINGS, now=T0, rollouts=tick.statuses)
+    assert _router_config(p.create)["canaryWeights"] == {"shout": 10}
+    assert (p.status["rolloutPhase"], p.status["canary"]) == ("Progressing", "shout@v2=10%")
+    assert [t["weight"] for t in p.status["routes"][0]["targets"]] == [90, 10]
+
+    # A spec-only reconcile (no tick) keeps the weights recorded in the status...
+    rs = applied(p)
+    same = plan(modelfleet(spec, status=p.status), rs, settings=SETTINGS, now=T1)
+    assert same.patch is None and same.status is None
+    # ...unless the rollout changed: its old status is dropped and its canary gets 0% until a tick.
+    other = _canary_spec("v1")  # a canary equal to the stable target is refused, so build another one
+    other["adapters"][0]["versions"].append({"version": "v3", "source": "s3://adapters/shout/v3"})
+    other["routes"][0]["strategy"]["canary"]["version"] = "v3"
+    changed = plan(modelfleet(other, generation=2, status=p.status), rs, settings=SETTINGS, now=T1)
+    assert _router_config(changed.patch)["canaryWeights"] == {"shout": 0}
+    assert changed.status["rollouts"] == [] and "canary" not in changed.status

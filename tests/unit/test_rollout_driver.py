@@ -239,3 +239,59 @@ def test_parse_command(text, expected):
 def test_parse_command_refuses_with_what_to_do(text, words):
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace("[", r"\[")):
         parse_command(text, canary_fleet())
+
+
+# --- the local driver and `slm-fleet rollout` ----------------------------------------------------------
+
+@pytest.fixture
+def local(capsys):
+    """A LocalRollouts with its control endpoint; deploys are recorded instead of sent to Ray."""
+    import socket
+
+    from serving.local_rollouts import LocalRollouts, serve_control
+
+    deployed = []
+    numbers = Numbers()
+    numbers.by_version["v2"] = GOOD
+    clock = [1_000.0]
+    driver = LocalRollouts(canary_fleet(), Rollouts(numbers), deploy=lambda spec, w: deployed.append(dict(w)),
+                           tick_s=1, report=lambda line: None, clock=lambda: clock[0])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = serve_control(driver, port)
+    yield driver, deployed, clock, f"http://127.0.0.1:{port}"
+    server.shutdown()
+
+
+def cli(*argv):
+    from serving.cli import main
+
+    return main(list(argv))
+
+
+def test_local_rollouts_redeploy_when_a_weight_changes(local):
+    driver, deployed, clock, _ = local
+    driver.apply(driver.spec)
+    driver.tick()
+    clock[0] += 5
+    driver.tick()  # same step: no redeploy
+    clock[0] += 31
+    driver.tick()
+    assert deployed == [{"shout": 0}, {"shout": 10}, {"shout": 50}]
+
+
+def test_rollout_cli_against_a_local_fleet(local, capsys):
+    driver, deployed, clock, url = local
+    driver.tick()
+    assert cli("rollout", "status", "--control", url) == 0
+    out = capsys.readouterr().out
+    assert "shout  shout@v2  shout@v1  Progressing  1/3   10%" in out and "history of shout (shout@v2)" in out
+    assert cli("rollout", "pause", "shout", "--control", url) == 0
+    assert "pause queued for shout" in capsys.readouterr().out
+    driver.tick()
+    assert driver.statuses["shout"].phase == "Paused"
+    assert cli("rollout", "abort", "json", "--control", url) == 1
+    assert "route 'json' has no canary strategy" in capsys.readouterr().err
+    assert cli("rollout", "status", "--json", "--control", url) == 0
+    assert '"phase": "Paused"' in capsys.readouterr().out
