@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -153,7 +154,8 @@ class Rollouts:
     source: MetricSource
     fleet_url: str | None = None
     """Where the fleet answers (probes go there); None: probes cannot run and wait."""
-    probe: object = run_probes
+    probe: Callable[..., ProbeResult] = run_probes
+    """Runs a step's probes: (fleet_url, route, version, prompts) -> ProbeResult."""
     _probed: dict[tuple[str, int], ProbeResult] = field(default_factory=dict)
 
     def tick(self, spec: FleetSpec, previous: dict[str, RolloutStatus], now: float,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from serving.rollout import Command
+from serving.rollout import Command, Observation
 from serving.rollout_driver import RolloutStatus, Rollouts, parse_command
-from serving.rollout_metrics import MetricSource, Observation
+from serving.rollout_metrics import MetricSource
 from serving.rollout_probes import NotDeployedYet, ProbeResult, probe_problem
 from serving.routing import RoutingTable, UnknownVersion, sticky_bucket
 from serving.serve_config import serve_config
