@@ -35,8 +35,16 @@ def serve_config_v2(spec: FleetSpec, canary_weights: dict[str, int] | None = Non
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def secret_env(spec: FleetSpec) -> list[dict]:
+    """Environment from the Secrets cascade tiers name for their API keys (the router reads them)."""
+    refs = {t.endpoint.api_key_secret for r in spec.routes for t in r.tiers
+            if t.endpoint is not None and t.endpoint.api_key_secret is not None}
+    return [{"name": ref.env_name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+            for ref in sorted(refs, key=lambda r: r.env_name)]
+
+
 def _container(name: str, settings: OperatorSettings, *, cpu: str, memory: str, gpu: int = 0,
-               ports: list[dict] | None = None) -> dict:
+               ports: list[dict] | None = None, extra_env: list[dict] = ()) -> dict:
     limits = {"cpu": cpu, "memory": memory}
     if gpu:
         limits["nvidia.com/gpu"] = str(gpu)
@@ -53,6 +61,7 @@ def _container(name: str, settings: OperatorSettings, *, cpu: str, memory: str, 
     # Ray passes the pod's environment to the replicas: the router and engines export their spans.
     if settings.otlp_endpoint:
         env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": settings.otlp_endpoint})
+    env += list(extra_env)
     if env:
         container["env"] = env
     if settings.s3_credentials_secret:
@@ -69,7 +78,7 @@ def _pod_spec(container: dict, settings: OperatorSettings) -> dict:
     return spec
 
 
-def worker_group(base: BaseModelSpec, settings: OperatorSettings) -> dict:
+def worker_group(base: BaseModelSpec, settings: OperatorSettings, extra_env: list[dict] = ()) -> dict:
     """Pods for one base model: each holds one replica (its engine bundle plus the replica actor)."""
     cpu = str(math.ceil(base.resources.cpu) + 1)
     a = base.autoscaling
@@ -84,7 +93,7 @@ def worker_group(base: BaseModelSpec, settings: OperatorSettings) -> dict:
         "template": {
             "metadata": {"labels": {"slmfleet.io/base-model": base.name}},
             "spec": _pod_spec(_container("ray-worker", settings, cpu=cpu, memory=settings.worker_memory,
-                                         gpu=base.resources.gpu), settings),
+                                         gpu=base.resources.gpu, extra_env=extra_env), settings),
         },
     }
     if base.resources.accelerator:
@@ -96,6 +105,7 @@ def worker_group(base: BaseModelSpec, settings: OperatorSettings) -> dict:
 
 
 def ray_cluster_config(spec: FleetSpec, settings: OperatorSettings) -> dict:
+    secrets = secret_env(spec)
     head_ports = [{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": 8265},
                   {"name": "client", "containerPort": 10001}, {"name": "serve", "containerPort": SERVE_PORT}]
     return {
@@ -106,10 +116,11 @@ def ray_cluster_config(spec: FleetSpec, settings: OperatorSettings) -> dict:
             # No engine replicas on the head: it runs the Serve controller, proxy and router.
             "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
             "template": {"spec": _pod_spec(
-                _container("ray-head", settings, cpu=settings.head_cpu, memory=settings.head_memory, ports=head_ports),
+                _container("ray-head", settings, cpu=settings.head_cpu, memory=settings.head_memory, ports=head_ports,
+                           extra_env=secrets),
                 settings)},
         },
-        "workerGroupSpecs": [worker_group(b, settings) for b in spec.base_models],
+        "workerGroupSpecs": [worker_group(b, settings, secrets) for b in spec.base_models],
     }
 
 

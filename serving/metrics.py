@@ -52,6 +52,12 @@ CATALOG = (
            TARGET, LATENCY_BUCKETS),
     Metric("slmfleet_input_tokens_total", "counter", "Prompt tokens of successful requests.", TARGET),
     Metric("slmfleet_output_tokens_total", "counter", "Generated tokens of successful requests.", TARGET),
+    # Recorded by the router for cascade routes, per tier tried.
+    Metric("slmfleet_cascade_tier_answers_total", "counter",
+           "Answers of cascade tiers: accepted, or why the request escalated (truncated, low_confidence, format, "
+           "error, timeout).", ("route", "tier", "outcome")),
+    Metric("slmfleet_cascade_tier_duration_seconds", "histogram", "Time a cascade tier took, accepted or not.",
+           ("route", "tier"), LATENCY_BUCKETS),
     # Recorded by the base-model replicas.
     Metric("slmfleet_router_queue_seconds", "histogram",
            "Time from the router dispatching a request to a base-model replica starting it "

@@ -25,7 +25,8 @@ DISPATCH_HEADER = "x-slmfleet-dispatched-at"
 """Wall-clock time (s) at which the router hands a request to a base-model replica."""
 
 ROUTER_METRICS = ("slmfleet_requests_total", "slmfleet_request_errors_total", "slmfleet_time_to_first_token_seconds",
-                  "slmfleet_request_duration_seconds", "slmfleet_input_tokens_total", "slmfleet_output_tokens_total")
+                  "slmfleet_request_duration_seconds", "slmfleet_input_tokens_total", "slmfleet_output_tokens_total",
+                  "slmfleet_cascade_tier_answers_total", "slmfleet_cascade_tier_duration_seconds")
 
 
 def usage_of(payload: dict) -> tuple[int, int] | None:

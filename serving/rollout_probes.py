@@ -8,31 +8,18 @@ error, which fails the rollout at once.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 
 import httpx
 
+from serving.cascade import format_problem
 from serving.routing import VERSION_HEADER
 from serving.spec import Probe
 
 
 def probe_problem(probe: Probe, answer: str) -> str | None:
     """Why ``answer`` fails ``probe``'s check, or None if it passes."""
-    if probe.exact is not None:
-        return None if answer.strip() == probe.exact else f"expected exactly {probe.exact!r}, got {answer.strip()!r}"
-    if probe.regex is not None:
-        return None if re.search(probe.regex, answer) else f"{answer!r} does not match /{probe.regex}/"
-    import jsonschema
-
-    try:
-        value = json.loads(answer)
-    except ValueError as err:
-        return f"{answer!r} is not JSON: {err}"
-    error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(probe.json_schema)(
-        probe.json_schema).iter_errors(value))
-    return None if error is None else f"{answer!r} does not match the schema: {error.message}"
+    return format_problem(answer, regex=probe.regex, json_schema=probe.json_schema, exact=probe.exact)
 
 
 class NotDeployedYet(Exception):

@@ -19,6 +19,7 @@ from ray.serve.llm.ingress import OpenAiIngress
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 from starlette.responses import JSONResponse, Response
 
+from serving.cascade_runner import CascadeRunner
 from serving.engine_server import AdapterUnavailable
 from serving.metrics import Recorder
 from serving.request_telemetry import ROUTER_METRICS, RequestTelemetry
@@ -60,6 +61,7 @@ class FleetRouter(OpenAiIngress):
         super().__init__(llm_deployments, cards)
         self._table: RoutingTable | None = None
         self._metrics = Recorder(ROUTER_METRICS)
+        self._cascades = CascadeRunner(self)
 
     def reconfigure(self, user_config: dict) -> None:
         """Swap in a new routing table; a bad one is refused and the current one kept."""
@@ -80,15 +82,19 @@ class FleetRouter(OpenAiIngress):
         return self._table
 
     def _route_card(self, name: str) -> ModelCard:
+        if name in self.table.cascades:
+            tiers = [t.describe() for t in self.table.cascades[name].tiers]
+            return ModelCard(id=name, object="model", owned_by=OWNER, permission=[],
+                             metadata={"policy": "cascade", "tiers": tiers})
         targets = [t.describe() for t in self.table.routes[name]]
         return ModelCard(id=name, object="model", owned_by=OWNER, permission=[], metadata={"targets": targets})
 
     async def models(self):
-        return {"object": "list", "data": [self._route_card(n).model_dump() for n in self.table.routes]}
+        return {"object": "list", "data": [self._route_card(n).model_dump() for n in self.table.names]}
 
     async def model_data(self, model: str):
-        if model not in self.table.routes:
-            return error_response(404, str(UnknownRoute(model, sorted(self.table.routes))),
+        if model not in self.table.names:
+            return error_response(404, str(UnknownRoute(model, self.table.names)),
                                   type="invalid_request_error", code="model_not_found", param="model")
         return self._route_card(model).model_dump()
 
@@ -100,6 +106,8 @@ class FleetRouter(OpenAiIngress):
 
     async def _serve(self, body, request: Request, call_method: str) -> Response:
         route = body.model
+        if route in self.table.cascades:
+            return await self._cascades.serve(self.table.cascades[route], body, request, call_method)
         stream = bool(getattr(body, "stream", False))
         telemetry = RequestTelemetry(self._metrics, route=route or "", call_method=call_method, stream=stream,
                                      headers=dict(request.headers))

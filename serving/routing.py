@@ -17,7 +17,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from serving.spec import FleetSpec
+from serving.spec import CascadeTier, FleetSpec, RouteSpec
 
 VERSION_HEADER = "x-slmfleet-version"
 """A request header that pins one of a route's versions, whatever its weight (canary probes)."""
@@ -82,8 +82,13 @@ class RoutingTable:
 
     def __init__(self, spec: FleetSpec, canary_weights: dict[str, int] | None = None):
         adapters = {a.name: a for a in spec.adapters}
+        self.adapters = adapters
         self.routes: dict[str, tuple[Target, ...]] = {}
+        self.cascades: dict[str, RouteSpec] = {r.name: r for r in spec.routes if r.policy == "cascade"}
+        """Cascade routes (``serving.cascade``): answered by tiers, not by weighted targets."""
         for route in spec.routes:
+            if route.policy == "cascade":
+                continue
             targets = [
                 Target(base_model=t.base_model, weight=t.weight) if t.adapter is None else
                 Target(adapters[t.adapter].base_model, t.adapter, t.version, t.weight)
@@ -96,6 +101,19 @@ class RoutingTable:
                            Target(adapters[name].base_model, name, route.strategy.canary.version, canary)]
             self.routes[route.name] = tuple(targets)
 
+    @property
+    def names(self) -> list[str]:
+        """Every route, split or cascade."""
+        return sorted([*self.routes, *self.cascades])
+
+    def tier_target(self, tier: CascadeTier) -> Target | None:
+        """The fleet target of an adapter or base-model tier (None for route and endpoint tiers)."""
+        if tier.adapter is not None:
+            return Target(self.adapters[tier.adapter].base_model, tier.adapter, tier.version)
+        if tier.base_model is not None:
+            return Target(tier.base_model)
+        return None
+
     def resolve(self, route: str | None, *, sticky_key: str | None = None,
                 rng: random.Random | None = None, version: str | None = None) -> Target:
         """The target for one request; UnknownRoute if ``route`` is not in the table.
@@ -105,7 +123,7 @@ class RoutingTable:
         """
         targets = self.routes.get(route) if route else None
         if not targets:
-            raise UnknownRoute(route, sorted(self.routes))
+            raise UnknownRoute(route, self.names)
         if version:
             pinned = [t for t in targets if t.version == version]
             if not pinned:

@@ -225,6 +225,21 @@ def duration_seconds(text: str) -> int:
     return int(text[:-1]) * _DURATION_UNITS[text[-1]]
 
 
+def _check_regex_and_schema(regex: str | None, schema: dict | None) -> None:
+    if regex is not None:
+        try:
+            re.compile(regex)
+        except re.error as err:
+            raise ValueError(f"regex {regex!r} does not compile: {err}") from None
+    if schema is not None:
+        import jsonschema
+
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as err:
+            raise ValueError(f"jsonSchema is not a valid JSON Schema: {err.message}") from None
+
+
 class Probe(_Spec):
     """A prompt sent to the canary at each step, with one check on its answer."""
 
@@ -242,18 +257,7 @@ class Probe(_Spec):
         if len(checks) != 1:
             raise ValueError("a probe has exactly one check: regex, jsonSchema or exact "
                              f"(this one has {len(checks) or 'none'})")
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as err:
-                raise ValueError(f"regex {self.regex!r} does not compile: {err}") from None
-        if self.json_schema is not None:
-            import jsonschema
-
-            try:
-                jsonschema.validators.validator_for(self.json_schema).check_schema(self.json_schema)
-            except jsonschema.SchemaError as err:
-                raise ValueError(f"jsonSchema is not a valid JSON Schema: {err.message}") from None
+        _check_regex_and_schema(self.regex, self.json_schema)
         return self
 
 
@@ -310,12 +314,109 @@ class RouteStrategy(_Spec):
     canary: CanaryStrategy = Field(description="A metric-gated canary rollout of a new adapter version.")
 
 
+class TierChecks(_Spec):
+    """When a cascade tier's answer is accepted: every check set here must pass."""
+
+    min_mean_logprob: float | None = Field(None, le=0, description="Lowest mean token log-probability of the "
+                                           "answer (confidence), e.g. -1.0.")
+    min_token_logprob: float | None = Field(None, le=0, description="Lowest log-probability of any one answer "
+                                            "token, e.g. -8.")
+    regex: str | None = Field(None, description="The answer must match this regular expression (re.search).")
+    json_schema: dict | None = Field(None, description="The answer must parse as JSON and validate against this "
+                                     "JSON Schema.")
+    accept_truncated: bool = Field(False, description="Accept an answer cut at max_tokens (finish reason "
+                                   "'length'); by default it escalates.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "TierChecks":
+        _check_regex_and_schema(self.regex, self.json_schema)
+        return self
+
+
+class SecretKeyRef(_Spec):
+    """A key of a Kubernetes Secret in the fleet's namespace."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Secret name.")
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", description="Key in the Secret.")
+
+    @property
+    def env_name(self) -> str:
+        """The environment variable the operator sets from it in the Ray pods (the router reads it)."""
+        return "SLMFLEET_SECRET_" + re.sub(r"[^A-Z0-9]", "_", f"{self.name}_{self.key}".upper())
+
+
+class ExternalEndpoint(_Spec):
+    """An OpenAI-compatible endpoint outside the fleet (the large generalist)."""
+
+    url: str = Field(pattern=r"^https?://", description="Base URL of the OpenAI API, e.g. https://api.example.com/v1.")
+    model: str = Field(min_length=1, description="Model name to send.")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="Environment variable of the router holding the API key.")
+    api_key_secret: SecretKeyRef | None = Field(None, description="Kubernetes Secret key holding the API key "
+                                                "(the operator passes it to the Ray pods).")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> "ExternalEndpoint":
+        if self.api_key_env and self.api_key_secret:
+            raise ValueError("give the API key as apiKeyEnv or apiKeySecret, not both")
+        return self
+
+    @property
+    def key_variable(self) -> str | None:
+        """The environment variable that holds the API key, if the endpoint takes one."""
+        return self.api_key_secret.env_name if self.api_key_secret else self.api_key_env
+
+
+class CascadeTier(_Spec):
+    """One tier of a cascade: a fleet target, another route, or an external endpoint, with checks."""
+
+    adapter: str | None = Field(None, description="Adapter name (with version).")
+    version: str | None = Field(None, description="Adapter version; required with adapter.")
+    base_model: str | None = Field(None, description="Base model name, to answer with the base alone.")
+    route: str | None = Field(None, description="Another route of this fleet.")
+    endpoint: ExternalEndpoint | None = Field(None, description="An external OpenAI-compatible endpoint.")
+    checks: TierChecks = Field(default_factory=TierChecks, description="What its answer must pass to be accepted; "
+                               "the last tier's answer is always returned.")
+    timeout: str = Field("30s", pattern=DURATION_PATTERN, description="Time the tier may take before the request "
+                         "escalates (or, on the last tier, fails with 504).")
+    cost_per_1k_tokens: float = Field(0, ge=0, description="Cost of 1,000 tokens (prompt + answer) on this tier, "
+                                      "for the savings estimate.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "CascadeTier":
+        kinds = [k for k in ("adapter", "base_model", "route", "endpoint") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a tier names exactly one of adapter (with version), baseModel, route or endpoint")
+        if self.adapter is not None and self.version is None:
+            raise ValueError(f"tier adapter '{self.adapter}' needs a version")
+        if self.adapter is None and self.version is not None:
+            raise ValueError("version applies to adapter tiers only")
+        return self
+
+    @property
+    def timeout_seconds(self) -> int:
+        return duration_seconds(self.timeout)
+
+    def describe(self) -> str:
+        if self.adapter:
+            return f"{self.adapter}@{self.version}"
+        if self.base_model:
+            return f"base {self.base_model}"
+        if self.route:
+            return f"route {self.route}"
+        return f"{self.endpoint.model} at {self.endpoint.url}"
+
+
 class RouteSpec(_Spec):
-    """A public model name clients send as `model`, split over weighted targets."""
+    """A public model name clients send as `model`: split over weighted targets, or a cascade of tiers."""
 
     name: str = Field(pattern=ROUTE_PATTERN, description="Model name clients send in requests.")
-    targets: list[RouteTarget] = Field(min_length=1, description="Weighted targets; weights sum to 100. With a "
-                                       "canary strategy: the one stable target.")
+    policy: Literal["split", "cascade"] = Field("split", description="split: weighted targets; cascade: tiers tried "
+                                                 "in order until one's answer passes its checks.")
+    targets: list[RouteTarget] = Field(default_factory=list, description="Weighted targets (policy split); weights "
+                                       "sum to 100. With a canary strategy: the one stable target.")
+    tiers: list[CascadeTier] = Field(default_factory=list, description="Tiers in order (policy cascade), "
+                                     "smallest first; the last is the large model.")
     strategy: RouteStrategy | None = Field(None, description="Rollout of a new version on this route.")
 
     def canary_adapter(self) -> str | None:
@@ -393,7 +494,17 @@ def fleet_problems(spec: FleetSpec) -> list[Problem]:
                     f"adapter '{adapter.name}' lists version '{v.version}' twice",
                 ))
 
+    route_names = [r.name for r in spec.routes]
     for i, route in enumerate(spec.routes):
+        if route.policy == "cascade":
+            problems += _cascade_problems(i, route, base_names, adapters, route_names)
+            continue
+        if route.tiers:
+            problems.append(Problem(f"routes[{i}].tiers", "tiers apply to policy: cascade; this route splits over "
+                                    "targets (set policy: cascade, or move them to targets)"))
+        if not route.targets:
+            problems.append(Problem(f"routes[{i}].targets", f"route '{route.name}' needs at least one target"))
+            continue
         total = sum(t.weight for t in route.targets)
         if total != 100:
             problems.append(Problem(
@@ -429,6 +540,61 @@ def fleet_problems(spec: FleetSpec) -> list[Problem]:
                     ))
         if route.strategy is not None:
             problems += _canary_problems(i, route, adapters)
+    return problems + route_cycles(spec)
+
+
+def _cascade_problems(i: int, route: RouteSpec, base_names: list[str], adapters: dict[str, AdapterSpec],
+                      route_names: list[str]) -> list[Problem]:
+    path = f"routes[{i}]"
+    problems = []
+    if len(route.tiers) < 2:
+        problems.append(Problem(f"{path}.tiers", f"cascade route '{route.name}' needs at least two tiers "
+                                f"(it has {len(route.tiers)}): the small model first, the large one last"))
+    if route.targets:
+        problems.append(Problem(f"{path}.targets", "a cascade route answers from its tiers; remove targets"))
+    if route.strategy is not None:
+        problems.append(Problem(f"{path}.strategy", "canary rollouts apply to split routes; roll the version out "
+                                "on the route a tier names (tier route: NAME)"))
+    if route.tiers and route.tiers[-1].checks != TierChecks():
+        problems.append(Problem(f"{path}.tiers[{len(route.tiers) - 1}].checks", "the last tier's answer is returned "
+                                "whatever it is, so checks on it would never apply; remove them"))
+    for j, tier in enumerate(route.tiers):
+        tpath = f"{path}.tiers[{j}]"
+        if tier.base_model is not None and tier.base_model not in base_names:
+            problems.append(Problem(f"{tpath}.baseModel", f"unknown base model '{tier.base_model}'; known base "
+                                    f"models: {', '.join(base_names)}"))
+        if tier.adapter is not None:
+            adapter = adapters.get(tier.adapter)
+            if adapter is None:
+                problems.append(Problem(f"{tpath}.adapter", f"unknown adapter '{tier.adapter}'; known adapters: "
+                                        f"{', '.join(adapters) or 'none declared'}"))
+            elif tier.version not in {v.version for v in adapter.versions}:
+                problems.append(Problem(f"{tpath}.version", f"adapter '{tier.adapter}' has no version "
+                                        f"'{tier.version}'; declared versions: "
+                                        f"{', '.join(v.version for v in adapter.versions)}"))
+        if tier.route is not None and tier.route not in route_names:
+            problems.append(Problem(f"{tpath}.route", f"unknown route '{tier.route}'; routes: {', '.join(route_names)}"))
+    return problems
+
+
+def route_cycles(spec: "FleetSpec") -> list[Problem]:
+    """Cascade tiers that name routes must not lead back to their own route."""
+    edges = {r.name: [t.route for t in r.tiers if t.route] for r in spec.routes if r.policy == "cascade"}
+    problems = []
+    for i, route in enumerate(spec.routes):
+        for j, tier in enumerate(route.tiers if route.policy == "cascade" else []):
+            if tier.route is None:
+                continue
+            path, stack = [route.name, tier.route], [[route.name, tier.route]]
+            while stack:
+                path = stack.pop()
+                if path[-1] == route.name:
+                    problems.append(Problem(f"routes[{i}].tiers[{j}].route", "cascade cycle: " + " -> ".join(path)
+                                            + "; a tier may not lead back to its own route"))
+                    break
+                if path[-1] in path[:-1]:
+                    continue
+                stack += [path + [nxt] for nxt in edges.get(path[-1], [])]
     return problems
 
 

@@ -1,0 +1,199 @@
+"""SLM-first cascades, the sending part: ask each tier in turn until one's answer passes its checks.
+
+What is asked and whether an answer passes is ``serving.cascade`` (pure). This runs inside the
+fleet router: fleet tiers (an adapter version, a base model, another route) go through the same
+path as any request, external tiers (the large generalist) over HTTP. Every tier has a timeout, so
+an unreachable or slow tier escalates (or, as the last tier, fails with 502/504 naming it) and
+never hangs the request.
+
+Each answer says who answered and why earlier tiers were not used: ``X-SLMFleet-Tier`` (1-based),
+``X-SLMFleet-Tier-Name`` and ``X-SLMFleet-Escalations``; with ``X-SLMFleet-Explain: true`` the JSON
+body also carries ``"slmfleet": {"tier", "answeredBy", "rejected": [...]}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi import Request
+from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from serving.cascade import Answer, client_view, header_safe, rejection, sse_chunks, tier_request
+from serving.request_telemetry import RequestTelemetry
+from serving.spec import CascadeTier, RouteSpec
+
+logger = logging.getLogger("ray.serve").getChild("slmfleet.cascade")
+EXPLAIN_HEADER = "x-slmfleet-explain"
+
+
+@dataclass
+class TierOutcome:
+    status: int
+    payload: dict | None
+    reason: tuple[str, str] | None = None
+    """(kind, why) when the tier's answer was not used; kind is the metric's outcome label."""
+
+
+@dataclass
+class CascadeResult:
+    status: int
+    payload: dict | None
+    tier: int
+    tier_name: str
+    rejected: list[dict] = field(default_factory=list)
+    target: object | None = None
+
+
+class CascadeRunner:
+    def __init__(self, router):
+        self.router = router
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient()
+        return self._http
+
+    async def serve(self, route: RouteSpec, body, request: Request, call_method: str) -> Response:
+        from serving.router import error_response
+
+        stream = bool(getattr(body, "stream", False))
+        telemetry = RequestTelemetry(self.router._metrics, route=route.name, call_method=call_method, stream=stream,
+                                     headers=dict(request.headers))
+        client_wants_usage = bool(getattr(body, "stream_options", None) and body.stream_options.include_usage)
+        client_body = body.model_dump(exclude_unset=True)
+        result = await self.run(route, client_body, body, request, call_method, telemetry)
+        if result.target is not None:
+            telemetry.target(result.target)
+        headers = {"X-SLMFleet-Route": route.name, "X-SLMFleet-Tier": str(result.tier),
+                   "X-SLMFleet-Tier-Name": header_safe(result.tier_name)}
+        if result.rejected:
+            headers["X-SLMFleet-Escalations"] = header_safe(
+                "; ".join(f"tier {r['tier']} ({r['by']}): {r['reason']}" for r in result.rejected))
+        if result.status != 200:
+            message = result.payload.get("error", {}).get("message", "") if result.payload else ""
+            response = error_response(result.status, f"route '{route.name}': {message}", type="cascade_failed")
+        elif stream:
+            chunks = sse_chunks(client_view(result.payload, client_body, call_method), call_method,
+                                include_usage=True)
+            response = StreamingResponse(_iterate(chunks), media_type="text/event-stream")
+        else:
+            payload = client_view(result.payload, client_body, call_method)
+            if request.headers.get(EXPLAIN_HEADER, "").lower() in ("1", "true", "yes"):
+                payload = {**payload, "slmfleet": {"tier": result.tier, "answeredBy": result.tier_name,
+                                                   "rejected": result.rejected}}
+            response = JSONResponse(payload)
+        response.headers.update(headers)
+        return telemetry.answered(response, client_wants_usage=client_wants_usage)
+
+    async def run(self, route: RouteSpec, client_body: dict, body, request: Request, call_method: str,
+                  telemetry: RequestTelemetry) -> CascadeResult:
+        rejected: list[dict] = []
+        for n, tier in enumerate(route.tiers, 1):
+            last = n == len(route.tiers)
+            started = time.perf_counter()
+            target = self.router.table.tier_target(tier)
+            try:
+                outcome = await asyncio.wait_for(
+                    self._ask(tier, client_body, body, request, call_method, telemetry),
+                    timeout=tier.timeout_seconds)
+            except asyncio.TimeoutError:
+                outcome = TierOutcome(504, _error(f"tier {n} ({tier.describe()}) gave no answer within {tier.timeout}"),
+                                      ("timeout", f"no answer within {tier.timeout}"))
+            if outcome.status == 200 and outcome.reason is None and not last:
+                outcome.reason = rejection(tier.checks, Answer.of(outcome.payload))
+            elapsed = time.perf_counter() - started
+            labels = {"route": route.name, "tier": str(n)}
+            self.router._metrics.observe("slmfleet_cascade_tier_duration_seconds", elapsed, **labels)
+            accepted = outcome.status == 200 and (outcome.reason is None or last)
+            self.router._metrics.inc("slmfleet_cascade_tier_answers_total",
+                                     outcome="accepted" if accepted else outcome.reason[0], **labels)
+            if accepted:
+                return CascadeResult(200, outcome.payload, n, tier.describe(), rejected, target)
+            rejected.append({"tier": n, "by": tier.describe(), "reason": outcome.reason[1]})
+            if last:
+                logger.warning("route %s: every tier failed: %s", route.name, rejected)
+                return CascadeResult(outcome.status, _error(f"tier {n} ({tier.describe()}) failed: "
+                                                            f"{outcome.reason[1]}"), n, tier.describe(), rejected)
+        raise AssertionError("a cascade has at least two tiers")  # validated in the spec
+
+    async def _ask(self, tier: CascadeTier, client_body: dict, body, request: Request, call_method: str,
+                   telemetry: RequestTelemetry) -> TierOutcome:
+        if tier.endpoint is not None:
+            return await self._ask_endpoint(tier, client_body, call_method)
+        if tier.route is not None and tier.route in self.router.table.cascades:
+            result = await self.run(self.router.table.cascades[tier.route], client_body, body, request, call_method,
+                                    telemetry)
+            return TierOutcome(result.status, result.payload,
+                               None if result.status == 200 else ("error", result.payload["error"]["message"]))
+        if tier.route is not None:
+            target = self.router.table.resolve(tier.route, sticky_key=client_body.get("user"))
+        else:
+            target = self.router.table.tier_target(tier)
+        return await self._ask_fleet(target, tier, client_body, body, request, call_method, telemetry)
+
+    async def _ask_fleet(self, target, tier: CascadeTier, client_body: dict, body, request: Request,
+                         call_method: str, telemetry: RequestTelemetry) -> TierOutcome:
+        from serving.engine_server import AdapterUnavailable
+        from serving.router import _root_cause, _with_headers
+
+        if target.base_model not in self.router._default_serve_handles:
+            return _failed(503, f"base model '{target.base_model}' has no deployment yet")
+        tier_body = type(body).model_validate(tier_request(client_body, call_method, tier.checks, target.model_id))
+        try:
+            response = await self.router._process_llm_request(
+                tier_body, call_method, raw_request=_with_headers(request, telemetry.dispatch_headers()))
+        except OpenAIHTTPException as err:
+            return _failed(err.status_code, err.message)
+        except Exception as err:  # noqa: BLE001 - a failed tier escalates
+            cause = _root_cause(err)
+            status = 503 if isinstance(cause, AdapterUnavailable) else 500
+            return _failed(status, f"{type(cause).__name__}: {cause}")
+        return TierOutcome(200, json.loads(response.body))
+
+    async def _ask_endpoint(self, tier: CascadeTier, client_body: dict, call_method: str) -> TierOutcome:
+        endpoint = tier.endpoint
+        headers = {}
+        if endpoint.key_variable:
+            key = os.environ.get(endpoint.key_variable)
+            if not key:
+                return _failed(502, f"API key variable {endpoint.key_variable} is not set in the router's environment")
+            headers["authorization"] = f"Bearer {key}"
+        path = "chat/completions" if call_method == "chat" else "completions"
+        try:
+            resp = await self.http.post(f"{endpoint.url.rstrip('/')}/{path}", headers=headers,
+                                        json=tier_request(client_body, call_method, tier.checks, endpoint.model),
+                                        timeout=tier.timeout_seconds)
+        except httpx.TimeoutException:
+            raise asyncio.TimeoutError from None
+        except httpx.HTTPError as err:
+            return _failed(502, f"{endpoint.url} unreachable: {type(err).__name__}: {err}")
+        try:
+            payload = resp.json()
+        except ValueError:
+            return _failed(502, f"{endpoint.url} answered HTTP {resp.status_code} with no JSON")
+        if resp.status_code != 200:
+            message = (payload.get("error") or {}).get("message") if isinstance(payload, dict) else None
+            return _failed(resp.status_code, f"{endpoint.url}: HTTP {resp.status_code}: {message or resp.text[:200]}")
+        return TierOutcome(200, payload)
+
+
+def _error(message: str) -> dict:
+    return {"error": {"message": message}}
+
+
+def _failed(status: int, message: str) -> TierOutcome:
+    return TierOutcome(status, _error(message), ("error", f"HTTP {status}: {message}"))
+
+
+async def _iterate(chunks: list[str]):
+    for chunk in chunks:
+        yield chunk
