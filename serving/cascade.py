@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serving.spec import TierChecks
 
@@ -144,3 +144,70 @@ def sse_chunks(payload: dict, call_method: str, *, include_usage: bool) -> list[
         events.append({**base, "object": events[0]["object"] if events else "text_completion", "choices": [],
                        "usage": payload["usage"]})
     return [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
+
+
+@dataclass
+class TierUse:
+    """One tier tried for one request: its tokens (prompt + answer, 0 if it failed) and outcome."""
+
+    tier: int
+    tokens: int
+    outcome: str
+    """accepted, or the escalation reason: truncated, low_confidence, format, error, timeout."""
+
+
+def tokens_of(payload: dict | None) -> int:
+    usage = (payload or {}).get("usage") or {}
+    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+
+
+def request_costs(costs_per_1k: list[float], uses: list[TierUse]) -> tuple[float, float]:
+    """(what the cascade cost, what sending the request straight to the last tier would have cost).
+
+    Every tier tried costs its tokens; the baseline prices the accepted answer's tokens at the last
+    tier's rate (the large model would have read the same prompt and written an answer as long).
+    """
+    cost = sum(u.tokens * costs_per_1k[u.tier - 1] / 1000 for u in uses)
+    answered = next((u for u in uses if u.outcome == "accepted"), None)
+    baseline = answered.tokens * costs_per_1k[-1] / 1000 if answered else 0.0
+    return cost, baseline
+
+
+@dataclass
+class RouteStats:
+    """Running totals of one cascade route (in one router replica)."""
+
+    tiers: int
+    requests: int = 0
+    answered_by: dict[int, int] = field(default_factory=dict)
+    escalations: dict[str, int] = field(default_factory=dict)
+    failed: int = 0
+    cost: float = 0.0
+    baseline_cost: float = 0.0
+
+    def add(self, uses: list[TierUse], costs_per_1k: list[float]) -> None:
+        self.requests += 1
+        for u in uses:
+            if u.outcome == "accepted":
+                self.answered_by[u.tier] = self.answered_by.get(u.tier, 0) + 1
+            else:
+                self.escalations[u.outcome] = self.escalations.get(u.outcome, 0) + 1
+        if not any(u.outcome == "accepted" for u in uses):
+            self.failed += 1
+        cost, baseline = request_costs(costs_per_1k, uses)
+        self.cost += cost
+        self.baseline_cost += baseline
+
+    def report(self, route: str) -> dict:
+        first = self.answered_by.get(1, 0)
+        return {
+            "route": route,
+            "requests": self.requests,
+            "answeredByTier": {str(t): self.answered_by.get(t, 0) for t in range(1, self.tiers + 1)},
+            "failed": self.failed,
+            "escalationRate": round(1 - first / self.requests, 4) if self.requests else None,
+            "escalations": dict(sorted(self.escalations.items())),
+            "estimatedCost": round(self.cost, 6),
+            "costIfAllToLastTier": round(self.baseline_cost, 6),
+            "estimatedSavings": round(1 - self.cost / self.baseline_cost, 4) if self.baseline_cost else None,
+        }

@@ -25,7 +25,8 @@ from fastapi import Request
 from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from serving.cascade import Answer, client_view, header_safe, rejection, sse_chunks, tier_request
+from serving.cascade import (Answer, RouteStats, TierUse, client_view, header_safe, rejection, request_costs, sse_chunks,
+                             tier_request, tokens_of)
 from serving.request_telemetry import RequestTelemetry
 from serving.spec import CascadeTier, RouteSpec
 
@@ -55,6 +56,8 @@ class CascadeRunner:
     def __init__(self, router):
         self.router = router
         self._http: httpx.AsyncClient | None = None
+        self.stats: dict[str, RouteStats] = {}
+        """Per cascade route, since this router replica started (GET /v1/fleet/routes/{name}/stats)."""
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -97,6 +100,7 @@ class CascadeRunner:
     async def run(self, route: RouteSpec, client_body: dict, body, request: Request, call_method: str,
                   telemetry: RequestTelemetry) -> CascadeResult:
         rejected: list[dict] = []
+        uses: list[TierUse] = []
         for n, tier in enumerate(route.tiers, 1):
             last = n == len(route.tiers)
             started = time.perf_counter()
@@ -114,16 +118,31 @@ class CascadeRunner:
             labels = {"route": route.name, "tier": str(n)}
             self.router._metrics.observe("slmfleet_cascade_tier_duration_seconds", elapsed, **labels)
             accepted = outcome.status == 200 and (outcome.reason is None or last)
-            self.router._metrics.inc("slmfleet_cascade_tier_answers_total",
-                                     outcome="accepted" if accepted else outcome.reason[0], **labels)
+            use = TierUse(n, tokens_of(outcome.payload) if outcome.status == 200 else 0,
+                          "accepted" if accepted else outcome.reason[0])
+            uses.append(use)
+            self.router._metrics.inc("slmfleet_cascade_tier_answers_total", outcome=use.outcome, **labels)
+            self.router._metrics.inc("slmfleet_cascade_tier_tokens_total", use.tokens, **labels)
             if accepted:
+                self._account(route, uses)
                 return CascadeResult(200, outcome.payload, n, tier.describe(), rejected, target)
             rejected.append({"tier": n, "by": tier.describe(), "reason": outcome.reason[1]})
             if last:
                 logger.warning("route %s: every tier failed: %s", route.name, rejected)
+                self._account(route, uses)
                 return CascadeResult(outcome.status, _error(f"tier {n} ({tier.describe()}) failed: "
                                                             f"{outcome.reason[1]}"), n, tier.describe(), rejected)
         raise AssertionError("a cascade has at least two tiers")  # validated in the spec
+
+    def _account(self, route: RouteSpec, uses: list[TierUse]) -> None:
+        costs = [t.cost_per_1k_tokens for t in route.tiers]
+        self.stats.setdefault(route.name, RouteStats(len(route.tiers))).add(uses, costs)
+        cost, baseline = request_costs(costs, uses)
+        self.router._metrics.inc("slmfleet_cascade_cost_total", cost, route=route.name, basis="cascade")
+        self.router._metrics.inc("slmfleet_cascade_cost_total", baseline, route=route.name, basis="last_tier")
+
+    def report(self, route: RouteSpec) -> dict:
+        return self.stats.get(route.name, RouteStats(len(route.tiers))).report(route.name)
 
     async def _ask(self, tier: CascadeTier, client_body: dict, body, request: Request, call_method: str,
                    telemetry: RequestTelemetry) -> TierOutcome:

@@ -58,6 +58,11 @@ CATALOG = (
            "error, timeout).", ("route", "tier", "outcome")),
     Metric("slmfleet_cascade_tier_duration_seconds", "histogram", "Time a cascade tier took, accepted or not.",
            ("route", "tier"), LATENCY_BUCKETS),
+    Metric("slmfleet_cascade_tier_tokens_total", "counter", "Tokens (prompt + answer) cascade tiers processed.",
+           ("route", "tier")),
+    Metric("slmfleet_cascade_cost_total", "counter",
+           "Estimated cost of cascade requests (tiers' costPer1kTokens): basis=cascade as served, "
+           "basis=last_tier had every request gone straight to the last tier.", ("route", "basis")),
     # Recorded by the base-model replicas.
     Metric("slmfleet_router_queue_seconds", "histogram",
            "Time from the router dispatching a request to a base-model replica starting it "

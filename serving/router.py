@@ -156,6 +156,14 @@ class FleetRouter(OpenAiIngress):
         response.headers.update(headers)
         return response
 
+    async def route_stats(self, name: str):
+        """A cascade route's escalation rate and estimated savings, as counted by this router replica."""
+        if name not in self.table.cascades:
+            known = ", ".join(self.table.cascades) or "none"
+            return error_response(404, f"'{name}' is not a cascade route of this fleet; cascade routes: {known}",
+                                  type="invalid_request_error", code="model_not_found")
+        return self._cascades.report(self.table.cascades[name])
+
     async def healthz(self):
         return {"status": "ok"}
 
@@ -190,6 +198,7 @@ ENDPOINTS = {
     "model_data": lambda app: app.get("/v1/models/{model:path}"),
     "completions": lambda app: app.post("/v1/completions"),
     "chat": lambda app: app.post("/v1/chat/completions"),
+    "route_stats": lambda app: app.get("/v1/fleet/routes/{name:path}/stats"),
     "healthz": lambda app: app.get("/healthz"),
     "readyz": lambda app: app.get("/readyz"),
 }

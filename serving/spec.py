@@ -379,7 +379,7 @@ class CascadeTier(_Spec):
                                "the last tier's answer is always returned.")
     timeout: str = Field("30s", pattern=DURATION_PATTERN, description="Time the tier may take before the request "
                          "escalates (or, on the last tier, fails with 504).")
-    cost_per_1k_tokens: float = Field(0, ge=0, description="Cost of 1,000 tokens (prompt + answer) on this tier, "
+    cost_per_1k_tokens: float = Field(0, ge=0, alias="costPer1kTokens", description="Cost of 1,000 tokens (prompt + answer) on this tier, "
                                       "for the savings estimate.")
 
     @model_validator(mode="after")

@@ -54,15 +54,15 @@ def cascade_fleet(fleet, client):
     mean = sum(lp) / len(lp)
     assert mean < 0, lp
     silent = Silent()
-    large = {"endpoint": {"url": f"{fleet.url}/v1", "model": "echo"}, "timeout": "60s"}
+    large = {"endpoint": {"url": f"{fleet.url}/v1", "model": "echo"}, "timeout": "60s", "costPer1kTokens": 2.0}
     spec = copy.deepcopy(fleet.spec_data)
     spec["routes"] += [
         {"name": "c-json", "policy": "cascade", "tiers": [
-            {"adapter": "json", "version": "v1", "checks": {"jsonSchema": {
+            {"adapter": "json", "version": "v1", "costPer1kTokens": 0.1, "checks": {"jsonSchema": {
                 "type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}}}, large]},
         {"name": "c-strict", "policy": "cascade", "tiers": [
-            {"adapter": "json", "version": "v1", "checks": {"jsonSchema": {"type": "object", "required": ["words"]}}},
-            large]},
+            {"adapter": "json", "version": "v1", "costPer1kTokens": 0.1,
+             "checks": {"jsonSchema": {"type": "object", "required": ["words"]}}}, large]},
         {"name": "c-sure", "policy": "cascade", "tiers": [
             {"adapter": "shout", "version": "v1", "checks": {"minMeanLogprob": round(2 * mean - 1, 3)}}, large]},
         {"name": "c-unsure", "policy": "cascade", "tiers": [
@@ -148,3 +148,17 @@ def test_streaming_answers_after_the_checks(cascade_fleet, client):
 def test_models_lists_cascade_routes_with_their_tiers(cascade_fleet, client):
     card = client.get("/v1/models/c-json").json()
     assert card["metadata"]["policy"] == "cascade" and card["metadata"]["tiers"][0] == "json@v1"
+
+
+def test_stats_count_escalations_and_estimate_savings(cascade_fleet, client):
+    # After the tests above: c-json answered once at tier 1 and escalated once (truncated);
+    # c-strict escalated every request on its schema.
+    cheap = client.get("/v1/fleet/routes/c-json/stats").json()
+    assert (cheap["requests"], cheap["answeredByTier"], cheap["escalations"]) == (2, {"1": 1, "2": 1}, {"truncated": 1})
+    assert cheap["escalationRate"] == 0.5 and 0 < cheap["estimatedSavings"] < 1
+    assert cheap["estimatedCost"] < cheap["costIfAllToLastTier"]
+    strict = client.get("/v1/fleet/routes/c-strict/stats").json()
+    assert strict["escalationRate"] == 1.0 and strict["escalations"] == {"format": strict["requests"]}
+    assert strict["estimatedSavings"] < 0  # every request paid for the small tier too
+    missing = client.get("/v1/fleet/routes/shout/stats")
+    assert missing.status_code == 404 and "cascade routes: c-json" in missing.json()["error"]["message"]

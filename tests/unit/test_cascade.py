@@ -122,3 +122,25 @@ def test_an_accepted_answer_streams_as_openai_chunks(call, payload):
     assert (first["delta"]["content"] if call == "chat" else first["text"]) == "RED FOX"
     assert chunks[1]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2} and chunks[-1]["choices"] == []
+
+
+def test_savings_arithmetic():
+    from serving.cascade import RouteStats, TierUse, request_costs
+
+    costs = [0.1, 2.0]
+    accepted_first = [TierUse(1, 100, "accepted")]
+    escalated = [TierUse(1, 100, "format"), TierUse(2, 120, "accepted")]
+    assert request_costs(costs, accepted_first) == pytest.approx((0.01, 0.2))
+    assert request_costs(costs, escalated) == pytest.approx((0.01 + 0.24, 0.24))
+    stats = RouteStats(tiers=2)
+    stats.add(accepted_first, costs)
+    stats.add(accepted_first, costs)
+    stats.add(escalated, costs)
+    stats.add([TierUse(1, 0, "timeout"), TierUse(2, 0, "error")], costs)
+    report = stats.report("smart")
+    assert report["answeredByTier"] == {"1": 2, "2": 1} and report["failed"] == 1
+    assert report["escalationRate"] == 0.5 and report["escalations"] == {"error": 1, "format": 1, "timeout": 1}
+    # cost 0.01 + 0.01 + 0.25 = 0.27 against 0.2 + 0.2 + 0.24 = 0.64 straight to the last tier
+    assert report["estimatedCost"] == pytest.approx(0.27) and report["costIfAllToLastTier"] == pytest.approx(0.64)
+    assert report["estimatedSavings"] == pytest.approx(1 - 0.27 / 0.64, abs=1e-4)
+    assert RouteStats(tiers=2).report("idle")["escalationRate"] is None
