@@ -92,6 +92,7 @@ def test_the_small_tier_answers_when_its_checks_pass(cascade_fleet, client):
 
 def test_a_schema_failure_escalates_to_the_large_model(cascade_fleet, client):
     r = completion(client, "c-strict", headers={"X-SLMFleet-Explain": "1"})
+    print("escalated:", {k: v for k, v in r.headers.items() if k.startswith("x-slmfleet")}, r.json()["slmfleet"])
     assert r.status_code == 200, r.text
     assert r.headers["x-slmfleet-tier"] == "2" and r.headers["x-slmfleet-tier-name"].startswith("echo at http://")
     assert "tier 1 (json@v1):" in r.headers["x-slmfleet-escalations"]
