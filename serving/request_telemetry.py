@@ -27,7 +27,7 @@ DISPATCH_HEADER = "x-slmfleet-dispatched-at"
 ROUTER_METRICS = ("slmfleet_requests_total", "slmfleet_request_errors_total", "slmfleet_time_to_first_token_seconds",
                   "slmfleet_request_duration_seconds", "slmfleet_input_tokens_total", "slmfleet_output_tokens_total",
                   "slmfleet_cascade_tier_answers_total", "slmfleet_cascade_tier_duration_seconds",
-                  "slmfleet_cascade_tier_tokens_total", "slmfleet_cascade_cost_total")
+                  "slmfleet_cascade_tier_tokens_total", "slmfleet_cascade_cost_total", "slmfleet_classifications_total")
 
 
 def usage_of(payload: dict) -> tuple[int, int] | None:

@@ -25,6 +25,7 @@ from serving.metrics import Recorder
 from serving.request_telemetry import ROUTER_METRICS, RequestTelemetry
 from serving.routing import VERSION_HEADER, RoutingTable, Target, UnknownRoute, UnknownVersion
 from serving.spec import FleetSpecError, parse_fleet
+from serving.task_classifier import TaskClassifier, prompt_text
 
 logger = logging.getLogger("ray.serve").getChild("slmfleet.router")
 
@@ -62,6 +63,7 @@ class FleetRouter(OpenAiIngress):
         self._table: RoutingTable | None = None
         self._metrics = Recorder(ROUTER_METRICS)
         self._cascades = CascadeRunner(self)
+        self._classifiers: dict[str, TaskClassifier] = {}
 
     def reconfigure(self, user_config: dict) -> None:
         """Swap in a new routing table; a bad one is refused and the current one kept."""
@@ -72,7 +74,11 @@ class FleetRouter(OpenAiIngress):
                 raise
             logger.error("refusing new routing config, keeping the current one: %s", err)
             return
-        self._table = RoutingTable(spec, user_config.get("canaryWeights"))
+        table = RoutingTable(spec, user_config.get("canaryWeights"))
+        # Embedding the classes' examples (and loading the embedding model, once) takes seconds:
+        # done here, before the new table takes requests.
+        self._classifiers = {name: TaskClassifier(r) for name, r in table.classifies.items()}
+        self._table = table
         logger.info("routing table: %d route(s): %s", len(spec.routes), ", ".join(self._table.routes))
 
     @property
@@ -86,6 +92,10 @@ class FleetRouter(OpenAiIngress):
             tiers = [t.describe() for t in self.table.cascades[name].tiers]
             return ModelCard(id=name, object="model", owned_by=OWNER, permission=[],
                              metadata={"policy": "cascade", "tiers": tiers})
+        if name in self.table.classifies:
+            classes = [c.name for c in self.table.classifies[name].classes]
+            return ModelCard(id=name, object="model", owned_by=OWNER, permission=[],
+                             metadata={"policy": "classify", "classes": classes})
         targets = [t.describe() for t in self.table.routes[name]]
         return ModelCard(id=name, object="model", owned_by=OWNER, permission=[], metadata={"targets": targets})
 
@@ -104,17 +114,21 @@ class FleetRouter(OpenAiIngress):
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
         return await self._serve(body, request, "chat")
 
-    async def _serve(self, body, request: Request, call_method: str) -> Response:
+    async def _serve(self, body, request: Request, call_method: str, *, chosen: Target | None = None) -> Response:
+        """Answer ``body`` on its route; ``chosen`` is a target a classify route already picked."""
         route = body.model
-        if route in self.table.cascades:
+        if chosen is None and route in self.table.cascades:
             return await self._cascades.serve(self.table.cascades[route], body, request, call_method)
+        if chosen is None and route in self._classifiers:
+            return await self._classify(route, body, request, call_method)
         stream = bool(getattr(body, "stream", False))
         telemetry = RequestTelemetry(self._metrics, route=route or "", call_method=call_method, stream=stream,
                                      headers=dict(request.headers))
         client_wants_usage = bool(getattr(body, "stream_options", None) and body.stream_options.include_usage)
         sticky_key = body.user or request.headers.get(SESSION_HEADER)
         try:
-            target = self.table.resolve(route, sticky_key=sticky_key, version=request.headers.get(VERSION_HEADER))
+            target = chosen or self.table.resolve(route, sticky_key=sticky_key,
+                                                  version=request.headers.get(VERSION_HEADER))
         except UnknownRoute as err:
             telemetry.unknown_route()
             return telemetry.answered(error_response(
@@ -150,6 +164,23 @@ class FleetRouter(OpenAiIngress):
                 response = error_response(500, f"route '{route}' failed: {type(cause).__name__}: {cause}",
                                           type="internal_error")
         return telemetry.answered(self._with(headers, response), client_wants_usage=client_wants_usage)
+
+    async def _classify(self, route: str, body, request: Request, call_method: str) -> Response:
+        """Pick the route's class for the prompt, then answer as its target (or its route) would."""
+        choice = self._classifiers[route].classify(prompt_text(body.model_dump(exclude_unset=True)))
+        spec = self.table.classifies[route]
+        ref = next(c for c in spec.classes if c.name == choice.cls) if choice.cls else spec.default
+        self._metrics.inc("slmfleet_classifications_total", route=route, task=choice.cls or "default", how=choice.how)
+        if ref.route is not None:
+            response = await self._serve(body.model_copy(update={"model": ref.route}), request, call_method)
+            response.headers["X-SLMFleet-Via-Route"] = ref.route
+            response.headers["X-SLMFleet-Route"] = route
+        else:
+            response = await self._serve(body, request, call_method, chosen=self.table.class_target(ref))
+        response.headers["X-SLMFleet-Class"] = choice.cls or "default"
+        response.headers["X-SLMFleet-Classified-By"] = choice.how + (f" {choice.score:.2f}" if choice.score is not None
+                                                                     else "")
+        return response
 
     @staticmethod
     def _with(headers: dict[str, str], response: Response) -> Response:

