@@ -148,15 +148,18 @@ class CascadeRunner:
                    telemetry: RequestTelemetry) -> TierOutcome:
         if tier.endpoint is not None:
             return await self._ask_endpoint(tier, client_body, call_method)
-        if tier.route is not None and tier.route in self.router.table.cascades:
-            result = await self.run(self.router.table.cascades[tier.route], client_body, body, request, call_method,
-                                    telemetry)
-            return TierOutcome(result.status, result.payload,
-                               None if result.status == 200 else ("error", result.payload["error"]["message"]))
-        if tier.route is not None:
-            target = self.router.table.resolve(tier.route, sticky_key=client_body.get("user"))
-        else:
-            target = self.router.table.tier_target(tier)
+        table, name = self.router.table, tier.route
+        target = table.tier_target(tier)
+        while target is None:  # a route: follow classify routes to a target, or run a cascade route
+            if name in table.cascades:
+                result = await self.run(table.cascades[name], client_body, body, request, call_method, telemetry)
+                return TierOutcome(result.status, result.payload,
+                                   None if result.status == 200 else ("error", result.payload["error"]["message"]))
+            if name in table.classifies:
+                ref = self.router.classified(name, client_body)
+                name, target = ref.route, table.class_target(ref)
+                continue
+            target = table.resolve(name, sticky_key=client_body.get("user"))
         return await self._ask_fleet(target, tier, client_body, body, request, call_method, telemetry)
 
     async def _ask_fleet(self, target, tier: CascadeTier, client_body: dict, body, request: Request,

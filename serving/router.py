@@ -165,12 +165,20 @@ class FleetRouter(OpenAiIngress):
                                           type="internal_error")
         return telemetry.answered(self._with(headers, response), client_wants_usage=client_wants_usage)
 
-    async def _classify(self, route: str, body, request: Request, call_method: str) -> Response:
-        """Pick the route's class for the prompt, then answer as its target (or its route) would."""
-        choice = self._classifiers[route].classify(prompt_text(body.model_dump(exclude_unset=True)))
+    def classified(self, route: str, body: dict):
+        """The class (or the default) of classify route ``route`` for a request ``body``, counted."""
+        return self._choose(route, body)[1]
+
+    def _choose(self, route: str, body: dict):
+        choice = self._classifiers[route].classify(prompt_text(body))
         spec = self.table.classifies[route]
         ref = next(c for c in spec.classes if c.name == choice.cls) if choice.cls else spec.default
         self._metrics.inc("slmfleet_classifications_total", route=route, task=choice.cls or "default", how=choice.how)
+        return choice, ref
+
+    async def _classify(self, route: str, body, request: Request, call_method: str) -> Response:
+        """Pick the route's class for the prompt, then answer as its target (or its route) would."""
+        choice, ref = self._choose(route, body.model_dump(exclude_unset=True))
         if ref.route is not None:
             response = await self._serve(body.model_copy(update={"model": ref.route}), request, call_method)
             response.headers["X-SLMFleet-Via-Route"] = ref.route

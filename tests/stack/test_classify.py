@@ -17,9 +17,14 @@ def classify_fleet(fleet):
     spec["routes"] += [{
         "name": "assist", "policy": "classify", "default": {"route": "echo"},
         "classifier": {"minSimilarity": 0.2},
-        "classes": [{"name": "greeting", "baseModel": "tiny-llama", "keywords": ["hello", "hi"]}] + [
+        "classes": [{"name": "greeting", "baseModel": "tiny-llama", "keywords": ["hello", "hi"]},
+                    {"name": "caps", "adapter": "shout", "version": "v1", "keywords": ["caps"]}] + [
             {"name": name, "adapter": TARGETS[name], "version": "v1", "examples": examples}
             for name, examples in EXAMPLES.items()],
+    }, {
+        # A cascade whose first tier is the classify route: the specialist answers if it shouts.
+        "name": "c-assist", "policy": "cascade",
+        "tiers": [{"route": "assist", "checks": {"regex": "^[^a-z]+$"}}, {"baseModel": "tiny-llama"}],
     }]
     fleet.deploy(spec)
     yield
@@ -49,4 +54,17 @@ def test_rules_and_the_default(classify_fleet, client):
     assert r.headers["x-slmfleet-classified-by"].startswith("default ")
     assert r.headers["x-slmfleet-via-route"] == "echo" and r.headers["x-slmfleet-route"] == "assist"
     card = client.get("/v1/models/assist").json()
-    assert card["metadata"] == {"policy": "classify", "classes": ["greeting", "loud", "reversed", "structured"]}
+    assert card["metadata"] == {"policy": "classify",
+                                "classes": ["greeting", "caps", "loud", "reversed", "structured"]}
+
+
+def test_a_cascade_tier_can_be_a_classify_route(classify_fleet, client):
+    # The keyword picks the shout adapter, which answers the prompt format it was trained on.
+    r = client.post("/v1/completions", json={"model": "c-assist", "prompt": "caps\nin: red fox\nout:",
+                                              "max_tokens": 6, "temperature": 0})
+    assert r.status_code == 200, r.text
+    assert (r.headers["x-slmfleet-tier"], r.headers["x-slmfleet-tier-name"]) == ("1", "route assist"), \
+        r.headers.get("x-slmfleet-escalations")
+    r = client.post("/v1/completions", json={"model": "c-assist", "prompt": "hello\nin: red fox\nout:",
+                                              "max_tokens": 6, "temperature": 0})  # the base model echoes: lower case
+    assert r.headers["x-slmfleet-tier"] == "2" and "does not match" in r.headers["x-slmfleet-escalations"]
