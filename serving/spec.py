@@ -478,9 +478,14 @@ class RouteSpec(_Spec):
     classes: list[TaskClass] = Field(default_factory=list, description="Tasks and their specialists "
                                      "(policy classify); keyword and regex rules are tried in order first.")
     default: DefaultTarget | None = Field(None, description="Where requests no class claims go (policy classify).")
-    classifier: ClassifierSettings = Field(default_factory=ClassifierSettings,
-                                           description="The embedding classifier (policy classify).")
+    classifier: ClassifierSettings | None = Field(None, description="The embedding classifier (policy classify); "
+                                                  "defaults: embedding auto, minSimilarity 0.3.")
     strategy: RouteStrategy | None = Field(None, description="Rollout of a new version on this route.")
+
+    @property
+    def classifier_settings(self) -> ClassifierSettings:
+        """The classify route's classifier settings, defaults filled in."""
+        return self.classifier or ClassifierSettings()
 
     def canary_adapter(self) -> str | None:
         """The adapter of the route's canary version (the stable target's when not named)."""
@@ -565,8 +570,9 @@ def fleet_problems(spec: FleetSpec) -> list[Problem]:
         if route.policy == "classify":
             problems += _classify_problems(i, route, base_names, adapters, route_names)
             continue
-        if route.classes or route.default is not None:
-            problems.append(Problem(f"routes[{i}].classes", "classes and default apply to policy: classify"))
+        if route.classes or route.default is not None or route.classifier is not None:
+            problems.append(Problem(f"routes[{i}].classes", "classes, default and classifier apply to policy: "
+                                    "classify"))
         if route.tiers:
             problems.append(Problem(f"routes[{i}].tiers", "tiers apply to policy: cascade; this route splits over "
                                     "targets (set policy: cascade, or move them to targets)"))
@@ -620,6 +626,9 @@ def _cascade_problems(i: int, route: RouteSpec, base_names: list[str], adapters:
                                 f"(it has {len(route.tiers)}): the small model first, the large one last"))
     if route.targets:
         problems.append(Problem(f"{path}.targets", "a cascade route answers from its tiers; remove targets"))
+    if route.classes or route.default is not None or route.classifier is not None:
+        problems.append(Problem(f"{path}.classes", "classes, default and classifier apply to policy: classify; "
+                                "a cascade tier may name a classify route"))
     if route.strategy is not None:
         problems.append(Problem(f"{path}.strategy", "canary rollouts apply to split routes; roll the version out "
                                 "on the route a tier names (tier route: NAME)"))

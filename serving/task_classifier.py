@@ -52,7 +52,7 @@ class TaskClassifier:
         self.names = sorted({name for name, _ in examples})
         self.embed = None
         if examples:
-            self.embed = (embed_factory or embedder)(route.classifier.embedding, [e for _, e in examples])
+            self.embed = (embed_factory or embedder)(route.classifier_settings.embedding, [e for _, e in examples])
             vectors = self.embed([e for _, e in examples])
             centroids = np.stack([vectors[[i for i, (n, _) in enumerate(examples) if n == name]].mean(axis=0)
                                   for name in self.names])
@@ -69,7 +69,7 @@ class TaskClassifier:
         scores = self.centroids @ self.embed([text])[0]
         best = int(np.argmax(scores))
         score = round(float(scores[best]), 4)
-        if score < self.route.classifier.min_similarity:
+        if score < self.route.classifier_settings.min_similarity:
             return Choice(None, "default", score)
         return Choice(self.names[best], "embedding", score)
 

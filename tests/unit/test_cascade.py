@@ -41,6 +41,7 @@ def cascade(name="smart", tiers=None):
     (cascade(tiers=[{"baseModel": "tiny-llama"}, {"endpoint": {
         "url": "http://x/v1", "model": "m", "apiKeyEnv": "K", "apiKeySecret": {"name": "s", "key": "k"}}}]), "not both"),
     ({"name": "bare", "targets": [], "tiers": [LARGE]}, "tiers apply to policy: cascade"),
+    ({**cascade(), "default": {"baseModel": "tiny-llama"}}, "a cascade tier may name a classify route"),
 ])
 def test_bad_cascades_are_refused_naming_the_field(route, words):
     with pytest.raises(FleetSpecError) as err:

@@ -49,6 +49,12 @@ def test_bad_classify_routes_are_refused_naming_the_field(changes, words):
     assert words in str(err.value)
 
 
+def test_classify_fields_on_a_split_route_are_refused():
+    with pytest.raises(FleetSpecError, match="classes, default and classifier apply to policy: classify"):
+        spec_with({"name": "plain", "targets": [{"adapter": "json", "version": "v1"}],
+                   "classifier": {"minSimilarity": 0.5}})
+
+
 def test_a_classify_route_may_not_lead_back_to_itself():
     loop = {"name": "c", "policy": "cascade", "tiers": [{"route": "assist"}, {"baseModel": "tiny-llama"}]}
     with pytest.raises(FleetSpecError, match="route cycle: assist -> c -> assist"):
