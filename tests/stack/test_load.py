@@ -39,8 +39,11 @@ def stats(out: Path) -> dict[str, dict]:
                 for row in csv.DictReader(f) if row["Name"] != "Aggregated"}
 
 
+USERS = 2
+
+
 def test_mixed_load_on_every_route(fleet, tmp_path):
-    done = run_locust("locustfile.py", fleet.url, tmp_path, seconds=8, env={
+    done = run_locust("locustfile.py", fleet.url, tmp_path, seconds=8, users=USERS, env={
         "SLMFLEET_ROUTES": ",".join(ROUTES), "SLMFLEET_CHAT_RATIO": "0.5", "SLMFLEET_STREAM_RATIO": "0.5"})
     assert done.returncode == 0, done.stderr[-3000:]
     rows = stats(tmp_path)
@@ -50,7 +53,10 @@ def test_mixed_load_on_every_route(fleet, tmp_path):
     assert all(by_kind.values()), by_kind
     assert all(by_route.values()), by_route
     ttft = sum(r["requests"] for name, r in rows.items() if "-ttft:" in name)
-    assert ttft == by_kind["chat-stream"] + by_kind["completion-stream"]  # one time to first chunk per stream
+    streams = by_kind["chat-stream"] + by_kind["completion-stream"]
+    # One time to first chunk per finished stream, plus at most one per user for a stream the end of
+    # the run cut after its first chunk (it is not counted as a request).
+    assert streams <= ttft <= streams + USERS, (ttft, streams)
 
 
 @pytest.fixture
