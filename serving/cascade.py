@@ -122,6 +122,20 @@ def header_safe(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ").encode("ascii", "backslashreplace").decode()
 
 
+def answer_headers(route: str, tier: int, tier_name: str, rejected: list[dict]) -> dict[str, str]:
+    """Who answered a cascade request, and why each earlier tier was not used."""
+    headers = {"X-SLMFleet-Route": route, "X-SLMFleet-Tier": str(tier), "X-SLMFleet-Tier-Name": header_safe(tier_name)}
+    if rejected:
+        headers["X-SLMFleet-Escalations"] = header_safe(
+            "; ".join(f"tier {r['tier']} ({r['by']}): {r['reason']}" for r in rejected))
+    return headers
+
+
+def explanation(tier: int, tier_name: str, rejected: list[dict]) -> dict:
+    """The same, as the ``slmfleet`` field of the JSON body (``X-SLMFleet-Explain: true``)."""
+    return {"tier": tier, "answeredBy": tier_name, "rejected": rejected}
+
+
 def sse_chunks(payload: dict, call_method: str, *, include_usage: bool) -> list[str]:
     """An accepted, complete answer as the OpenAI stream of ``data:`` events, ending in [DONE]."""
     created = payload.get("created") or int(time.time())

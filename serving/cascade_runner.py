@@ -25,8 +25,8 @@ from fastapi import Request
 from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from serving.cascade import (Answer, RouteStats, TierUse, client_view, header_safe, rejection, request_costs, sse_chunks,
-                             tier_request, tokens_of)
+from serving.cascade import (Answer, RouteStats, TierUse, answer_headers, client_view, explanation, rejection,
+                             request_costs, sse_chunks, tier_request, tokens_of)
 from serving.request_telemetry import RequestTelemetry
 from serving.spec import CascadeTier, RouteSpec
 
@@ -76,11 +76,7 @@ class CascadeRunner:
         result = await self.run(route, client_body, body, request, call_method, telemetry)
         if result.target is not None:
             telemetry.target(result.target)
-        headers = {"X-SLMFleet-Route": route.name, "X-SLMFleet-Tier": str(result.tier),
-                   "X-SLMFleet-Tier-Name": header_safe(result.tier_name)}
-        if result.rejected:
-            headers["X-SLMFleet-Escalations"] = header_safe(
-                "; ".join(f"tier {r['tier']} ({r['by']}): {r['reason']}" for r in result.rejected))
+        headers = answer_headers(route.name, result.tier, result.tier_name, result.rejected)
         if result.status != 200:
             message = result.payload.get("error", {}).get("message", "") if result.payload else ""
             response = error_response(result.status, f"route '{route.name}': {message}", type="cascade_failed")
@@ -91,8 +87,7 @@ class CascadeRunner:
         else:
             payload = client_view(result.payload, client_body, call_method)
             if request.headers.get(EXPLAIN_HEADER, "").lower() in ("1", "true", "yes"):
-                payload = {**payload, "slmfleet": {"tier": result.tier, "answeredBy": result.tier_name,
-                                                   "rejected": result.rejected}}
+                payload = {**payload, "slmfleet": explanation(result.tier, result.tier_name, result.rejected)}
             response = JSONResponse(payload)
         response.headers.update(headers)
         return telemetry.answered(response, client_wants_usage=client_wants_usage)
@@ -104,7 +99,7 @@ class CascadeRunner:
         for n, tier in enumerate(route.tiers, 1):
             last = n == len(route.tiers)
             started = time.perf_counter()
-            target = self.router.table.tier_target(tier)
+            target = self.router.table.target_of(tier)
             try:
                 outcome = await asyncio.wait_for(
                     self._ask(tier, client_body, body, request, call_method, telemetry),
@@ -149,7 +144,7 @@ class CascadeRunner:
         if tier.endpoint is not None:
             return await self._ask_endpoint(tier, client_body, call_method)
         table, name = self.router.table, tier.route
-        target = table.tier_target(tier)
+        target = table.target_of(tier)
         while target is None:  # a route: follow classify routes to a target, or run a cascade route
             if name in table.cascades:
                 result = await self.run(table.cascades[name], client_body, body, request, call_method, telemetry)
@@ -157,7 +152,7 @@ class CascadeRunner:
                                    None if result.status == 200 else ("error", result.payload["error"]["message"]))
             if name in table.classifies:
                 ref = self.router.classified(name, client_body)
-                name, target = ref.route, table.class_target(ref)
+                name, target = ref.route, table.target_of(ref)
                 continue
             target = table.resolve(name, sticky_key=client_body.get("user"))
         return await self._ask_fleet(target, tier, client_body, body, request, call_method, telemetry)

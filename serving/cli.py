@@ -100,6 +100,7 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
     """
     from serving import local_runtime
     from serving.local_rollouts import DEFAULT_CONTROL_PORT, LocalRollouts, serve_control
+    from serving.local_s3 import free_port
     from serving.manifests import load_fleet_file
     from serving.rollout_driver import Rollouts
     from serving.rollout_metrics import PrometheusSource, ScrapeSource
@@ -107,7 +108,7 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
     spec = load_fleet_file(path)
     control_port = control_port or DEFAULT_CONTROL_PORT
     # Rollouts read the fleet's own metrics when no Prometheus is named, so Ray must export them.
-    scrape_port = metrics_port or _free_port()
+    scrape_port = metrics_port or free_port()
     source = PrometheusSource(prometheus_url) if prometheus_url else ScrapeSource(f"http://127.0.0.1:{scrape_port}/metrics")
     rollouts = LocalRollouts(
         spec, Rollouts(source, fleet_url=f"http://127.0.0.1:{port}"), tick_s=rollout_tick_s,
@@ -144,14 +145,6 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         local_runtime.shutdown()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def watch_fleet_file(path: str | Path, apply: Callable[[FleetSpec], object], *, interval_s: float = 2.0,

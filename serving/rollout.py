@@ -21,7 +21,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
-from serving.spec import CanaryStrategy
+from serving.spec import CanaryStrategy, steps_problem
 
 
 class Phase(str, Enum):
@@ -63,12 +63,9 @@ class Policy:
     analysis: Analysis = field(default_factory=Analysis)
 
     def __post_init__(self):
-        if not self.steps or any(not 0 < w <= 100 for w in self.steps):
-            raise ValueError(f"steps {list(self.steps)}: each must be a weight in 1..100")
-        if list(self.steps) != sorted(set(self.steps)):
-            raise ValueError(f"steps {list(self.steps)} must increase")
-        if self.steps[-1] != 100:
-            raise ValueError(f"steps {list(self.steps)} must end at 100")
+        problem = steps_problem(self.steps)
+        if problem:
+            raise ValueError(problem)
         if self.interval_s <= 0:
             raise ValueError("interval must be positive")
 

@@ -184,7 +184,7 @@ class FleetRouter(OpenAiIngress):
             response.headers["X-SLMFleet-Via-Route"] = ref.route
             response.headers["X-SLMFleet-Route"] = route
         else:
-            response = await self._serve(body, request, call_method, chosen=self.table.class_target(ref))
+            response = await self._serve(body, request, call_method, chosen=self.table.target_of(ref))
         response.headers["X-SLMFleet-Class"] = choice.cls or "default"
         response.headers["X-SLMFleet-Classified-By"] = choice.how + (f" {choice.score:.2f}" if choice.score is not None
                                                                      else "")

@@ -17,7 +17,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from serving.spec import CascadeTier, FleetSpec, RouteSpec
+from serving.spec import FleetSpec, RouteSpec, TargetRef
 
 VERSION_HEADER = "x-slmfleet-version"
 """A request header that pins one of a route's versions, whatever its weight (canary probes)."""
@@ -108,12 +108,9 @@ class RoutingTable:
         """Every route, split or cascade."""
         return sorted([*self.routes, *self.cascades, *self.classifies])
 
-    def tier_target(self, tier: CascadeTier) -> Target | None:
-        """The fleet target of an adapter or base-model tier (None for route and endpoint tiers)."""
-        return self.class_target(tier)
-
-    def class_target(self, ref) -> Target | None:
-        """The fleet target an adapter or base-model reference (tier, class, default) names; None otherwise."""
+    def target_of(self, ref: TargetRef) -> Target | None:
+        """The fleet target an adapter or base-model reference (tier, class, default) names; None for routes
+        and endpoints."""
         if ref.adapter is not None:
             return Target(self.adapters[ref.adapter].base_model, ref.adapter, ref.version)
         if ref.base_model is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -268,6 +268,18 @@ class Probes(_Spec):
     min_pass_rate: float = Field(1.0, ge=0, le=1, description="Share of probes that must pass at each step (0..1).")
 
 
+def steps_problem(steps) -> str | None:
+    """What is wrong with a canary's weight steps, or None (the spec and the rollout engine share it)."""
+    steps = list(steps)
+    if not steps or any(not 0 < w <= 100 for w in steps):
+        return f"steps {steps}: each must be a weight in 1..100"
+    if steps != sorted(set(steps)):
+        return f"steps {steps} must strictly increase (each step must increase the canary's share)"
+    if steps[-1] != 100:
+        return f"steps {steps} must end at 100 (the canary takes all traffic before it is promoted)"
+    return None
+
+
 class CanaryAnalysis(_Spec):
     """What each step must show before the canary gets more traffic; a failed check rolls it back."""
 
@@ -295,12 +307,9 @@ class CanaryStrategy(_Spec):
     @field_validator("steps")
     @classmethod
     def _steps(cls, v: list[int]) -> list[int]:
-        if any(not 0 < w <= 100 for w in v):
-            raise ValueError(f"steps {v}: each must be a weight in 1..100")
-        if v != sorted(set(v)):
-            raise ValueError(f"steps {v} must strictly increase")
-        if v[-1] != 100:
-            raise ValueError(f"steps {v} must end at 100 (the canary takes all traffic before it is promoted)")
+        problem = steps_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @property
@@ -367,13 +376,32 @@ class ExternalEndpoint(_Spec):
         return self.api_key_secret.env_name if self.api_key_secret else self.api_key_env
 
 
-class CascadeTier(_Spec):
-    """One tier of a cascade: a fleet target, another route, or an external endpoint, with checks."""
+class TargetRef(_Spec):
+    """What answers: an adapter version, a base model alone, or another route of this fleet."""
 
+    KINDS: ClassVar[tuple[str, ...]] = ("adapter", "base_model", "route")
     adapter: str | None = Field(None, description="Adapter name (with version).")
     version: str | None = Field(None, description="Adapter version; required with adapter.")
     base_model: str | None = Field(None, description="Base model name, to answer with the base alone.")
     route: str | None = Field(None, description="Another route of this fleet.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "TargetRef":
+        kinds = [k for k in self.KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            names = ["adapter (with version)", "baseModel", "route", "endpoint"][:len(self.KINDS)]
+            raise ValueError(f"name exactly one of {', '.join(names[:-1])} or {names[-1]}")
+        if self.adapter is not None and self.version is None:
+            raise ValueError(f"adapter '{self.adapter}' needs a version")
+        if self.adapter is None and self.version is not None:
+            raise ValueError("version applies to adapters only")
+        return self
+
+
+class CascadeTier(TargetRef):
+    """One tier of a cascade: a fleet target, another route, or an external endpoint, with checks."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("adapter", "base_model", "route", "endpoint")
     endpoint: ExternalEndpoint | None = Field(None, description="An external OpenAI-compatible endpoint.")
     checks: TierChecks = Field(default_factory=TierChecks, description="What its answer must pass to be accepted; "
                                "the last tier's answer is always returned.")
@@ -381,17 +409,6 @@ class CascadeTier(_Spec):
                          "escalates (or, on the last tier, fails with 504).")
     cost_per_1k_tokens: float = Field(0, ge=0, alias="costPer1kTokens", description="Cost of 1,000 tokens (prompt + answer) on this tier, "
                                       "for the savings estimate.")
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> "CascadeTier":
-        kinds = [k for k in ("adapter", "base_model", "route", "endpoint") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError("a tier names exactly one of adapter (with version), baseModel, route or endpoint")
-        if self.adapter is not None and self.version is None:
-            raise ValueError(f"tier adapter '{self.adapter}' needs a version")
-        if self.adapter is None and self.version is not None:
-            raise ValueError("version applies to adapter tiers only")
-        return self
 
     @property
     def timeout_seconds(self) -> int:
@@ -407,14 +424,10 @@ class CascadeTier(_Spec):
         return f"{self.endpoint.model} at {self.endpoint.url}"
 
 
-class TaskClass(_Spec):
+class TaskClass(TargetRef):
     """A task the classifier can pick, the specialist that answers it, and how to recognise it."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Class name (reported in X-SLMFleet-Class).")
-    adapter: str | None = Field(None, description="Adapter that answers this task (with version).")
-    version: str | None = Field(None, description="Adapter version; required with adapter.")
-    base_model: str | None = Field(None, description="Or a base model alone.")
-    route: str | None = Field(None, description="Or another route of this fleet (split or cascade).")
     keywords: list[str] = Field(default_factory=list, description="Rule: a prompt containing one of these words "
                                 "(case-insensitive) is this task.")
     regex: str | None = Field(None, description="Rule: a prompt matching this regular expression is this task.")
@@ -422,36 +435,11 @@ class TaskClass(_Spec):
                                 "picks the class whose examples' centroid is nearest.")
 
     @model_validator(mode="after")
-    def _valid(self) -> "TaskClass":
-        _one_target(self, "a class")
+    def _recognisable(self) -> "TaskClass":
         if not (self.keywords or self.regex or self.examples):
             raise ValueError(f"class '{self.name}' needs keywords, a regex or examples to be recognised by")
         _check_regex_and_schema(self.regex, None)
         return self
-
-
-class DefaultTarget(_Spec):
-    """Where a classify route sends what no class claims."""
-
-    adapter: str | None = Field(None, description="Adapter (with version).")
-    version: str | None = Field(None, description="Adapter version; required with adapter.")
-    base_model: str | None = Field(None, description="Or a base model alone.")
-    route: str | None = Field(None, description="Or another route of this fleet.")
-
-    @model_validator(mode="after")
-    def _valid(self) -> "DefaultTarget":
-        _one_target(self, "the default")
-        return self
-
-
-def _one_target(obj, what: str) -> None:
-    kinds = [k for k in ("adapter", "base_model", "route") if getattr(obj, k) is not None]
-    if len(kinds) != 1:
-        raise ValueError(f"{what} names exactly one of adapter (with version), baseModel or route")
-    if obj.adapter is not None and obj.version is None:
-        raise ValueError(f"adapter '{obj.adapter}' needs a version")
-    if obj.adapter is None and obj.version is not None:
-        raise ValueError("version applies to adapters only")
 
 
 class ClassifierSettings(_Spec):
@@ -477,7 +465,7 @@ class RouteSpec(_Spec):
                                      "smallest first; the last is the large model.")
     classes: list[TaskClass] = Field(default_factory=list, description="Tasks and their specialists "
                                      "(policy classify); keyword and regex rules are tried in order first.")
-    default: DefaultTarget | None = Field(None, description="Where requests no class claims go (policy classify).")
+    default: TargetRef | None = Field(None, description="Where requests no class claims go (policy classify).")
     classifier: ClassifierSettings | None = Field(None, description="The embedding classifier (policy classify); "
                                                   "defaults: embedding auto, minSimilarity 0.3.")
     strategy: RouteStrategy | None = Field(None, description="Rollout of a new version on this route.")
@@ -592,28 +580,10 @@ def fleet_problems(spec: FleetSpec) -> list[Problem]:
             if key in seen:
                 problems.append(Problem(path, f"route '{route.name}' lists the same target twice; merge their weights"))
             seen.add(key)
-            if t.base_model is not None and t.base_model not in base_names:
-                problems.append(Problem(
-                    f"{path}.baseModel",
-                    f"route '{route.name}' targets unknown base model '{t.base_model}'; "
-                    f"known base models: {', '.join(base_names)}",
-                ))
-            if t.adapter is not None:
-                adapter = adapters.get(t.adapter)
-                if adapter is None:
-                    known = ", ".join(adapters) or "none declared"
-                    problems.append(Problem(
-                        f"{path}.adapter",
-                        f"route '{route.name}' targets unknown adapter '{t.adapter}'; known adapters: {known}",
-                    ))
-                elif t.version not in {v.version for v in adapter.versions}:
-                    problems.append(Problem(
-                        f"{path}.version",
-                        f"adapter '{t.adapter}' has no version '{t.version}'; "
-                        f"declared versions: {', '.join(v.version for v in adapter.versions)}",
-                    ))
+            problems += _reference_problems(path, t, base_names, adapters, route_names,
+                                            subject=f"route '{route.name}' targets ")
         if route.strategy is not None:
-            problems += _canary_problems(i, route, adapters)
+            problems += _canary_problems(i, route, base_names, adapters, route_names)
     return problems + route_cycles(spec)
 
 
@@ -642,21 +612,25 @@ def _cascade_problems(i: int, route: RouteSpec, base_names: list[str], adapters:
 
 
 def _reference_problems(path: str, ref, base_names: list[str], adapters: dict[str, AdapterSpec],
-                        route_names: list[str]) -> list[Problem]:
-    """Unknown base models, adapters, versions or routes a tier, class or default names."""
-    if ref.base_model is not None and ref.base_model not in base_names:
-        return [Problem(f"{path}.baseModel", f"unknown base model '{ref.base_model}'; known base models: "
+                        route_names: list[str], *, subject: str = "") -> list[Problem]:
+    """Unknown base models, adapters, versions or routes a target, canary, tier, class or default names.
+
+    ``subject`` starts the message, e.g. "route 'shout' targets ".
+    """
+    base_model, route = getattr(ref, "base_model", None), getattr(ref, "route", None)
+    if base_model is not None and base_model not in base_names:
+        return [Problem(f"{path}.baseModel", f"{subject}unknown base model '{base_model}'; known base models: "
                         f"{', '.join(base_names)}")]
     if ref.adapter is not None:
         adapter = adapters.get(ref.adapter)
         if adapter is None:
-            return [Problem(f"{path}.adapter", f"unknown adapter '{ref.adapter}'; known adapters: "
+            return [Problem(f"{path}.adapter", f"{subject}unknown adapter '{ref.adapter}'; known adapters: "
                             f"{', '.join(adapters) or 'none declared'}")]
         if ref.version not in {v.version for v in adapter.versions}:
             return [Problem(f"{path}.version", f"adapter '{ref.adapter}' has no version '{ref.version}'; declared "
                             f"versions: {', '.join(v.version for v in adapter.versions)}")]
-    if ref.route is not None and ref.route not in route_names:
-        return [Problem(f"{path}.route", f"unknown route '{ref.route}'; routes: {', '.join(route_names)}")]
+    if route is not None and route not in route_names:
+        return [Problem(f"{path}.route", f"{subject}unknown route '{route}'; routes: {', '.join(route_names)}")]
     return []
 
 
@@ -714,7 +688,8 @@ def route_cycles(spec: "FleetSpec") -> list[Problem]:
     return problems
 
 
-def _canary_problems(i: int, route: RouteSpec, adapters: dict[str, AdapterSpec]) -> list[Problem]:
+def _canary_problems(i: int, route: RouteSpec, base_names: list[str], adapters: dict[str, AdapterSpec],
+                     route_names: list[str]) -> list[Problem]:
     path, canary = f"routes[{i}].strategy.canary", route.strategy.canary
     if len(route.targets) != 1:
         return [Problem(f"routes[{i}].targets", f"route '{route.name}' has a canary strategy, so it needs exactly "
@@ -722,13 +697,10 @@ def _canary_problems(i: int, route: RouteSpec, adapters: dict[str, AdapterSpec])
     name = route.canary_adapter()
     if name is None:
         return [Problem(f"{path}.adapter", f"route '{route.name}' serves a base model; name the canary's adapter")]
-    adapter = adapters.get(name)
-    if adapter is None:
-        return [Problem(f"{path}.adapter", f"canary names unknown adapter '{name}'; "
-                        f"known adapters: {', '.join(adapters) or 'none declared'}")]
-    if canary.version not in {v.version for v in adapter.versions}:
-        return [Problem(f"{path}.version", f"adapter '{name}' has no version '{canary.version}'; declare it under "
-                        f"the adapter's versions (declared: {', '.join(v.version for v in adapter.versions)})")]
+    problems = _reference_problems(path, TargetRef(adapter=name, version=canary.version), base_names, adapters,
+                                   route_names, subject="canary names ")
+    if problems:
+        return problems
     stable = route.targets[0]
     if (stable.adapter, stable.version) == (name, canary.version):
         return [Problem(f"{path}.version", f"'{name}@{canary.version}' is already the route's stable target; "

@@ -103,9 +103,17 @@ class Operator:
 
 
 @pytest.fixture
-async def operator(k8s, monkeypatch):
+def operator_env() -> dict[str, str]:
+    """More SLMFLEET_* settings for the operator; a test module overrides this fixture to add some."""
+    return {}
+
+
+@pytest.fixture
+async def operator(k8s, monkeypatch, operator_env):
     monkeypatch.setenv("SLMFLEET_KUBE_API", str(k8s.url).rstrip("/"))
     monkeypatch.setenv("SLMFLEET_RAY_IMAGE", "registry.test/slm-fleet/serving:test")
+    for name, value in operator_env.items():
+        monkeypatch.setenv(name, value)
     op = Operator()
     op.start()
     yield op

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import threading
 
 import httpx
@@ -19,16 +18,11 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from tests.operator.conftest import FLEETS, RAYSERVICES, Operator, eventually, quickstart
+from serving.local_s3 import free_port
+from tests.operator.conftest import FLEETS, RAYSERVICES, eventually, quickstart
 from tests.stack.prometheus_server import Prometheus
 
 LABELS = ("route", "base_model", "adapter", "version")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FleetMetrics:
@@ -40,7 +34,7 @@ class FleetMetrics:
         self.errors = Counter("ray_slmfleet_request_errors", "", LABELS + ("error_type",), registry=self.registry)
         self.duration = Histogram("ray_slmfleet_request_duration_seconds", "", LABELS, registry=self.registry,
                                   buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5))
-        self.port = _free_port()
+        self.port = free_port()
         self.server, self.thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
 
     def answer(self, version: str, *, error: str | None = None) -> None:
@@ -79,9 +73,9 @@ class Traffic:
         resp = client.get(f"{RAYSERVICES}/{self.name}")
         if resp.status_code != 200:
             return None, 0
-        router = yaml.safe_load(resp.json()["spec"]["serveConfigV2"])["applications"][0]["deployments"][0]
-        route = next(r for r in router["user_config"]["fleet"]["routes"] if r["name"] == "shout")
-        return route["strategy"]["canary"]["version"], router["user_config"].get("canaryWeights", {}).get("shout", 0)
+        config = router_config(resp.json())
+        route = next(r for r in config["fleet"]["routes"] if r["name"] == "shout")
+        return route["strategy"]["canary"]["version"], config.get("canaryWeights", {}).get("shout", 0)
 
     def run(self):
         rng = random.Random(1)
@@ -105,20 +99,14 @@ class Traffic:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture
-async def rollout_operator(k8s, prometheus, monkeypatch):
-    monkeypatch.setenv("SLMFLEET_KUBE_API", str(k8s.url).rstrip("/"))
-    monkeypatch.setenv("SLMFLEET_PROMETHEUS_URL", prometheus.url)
-    op = Operator()
-    op.start()
-    yield op
-    await op.stop()
+def router_config(rayservice: dict) -> dict:
+    """The fleet router's user_config in a RayService's serveConfigV2: routes and canary weights."""
+    return yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]["deployments"][0]["user_config"]
 
 
 @pytest.fixture
-async def api(k8s):
-    async with httpx.AsyncClient(base_url=str(k8s.url), timeout=10) as client:
-        yield client
+def operator_env(prometheus) -> dict[str, str]:
+    return {"SLMFLEET_PROMETHEUS_URL": prometheus.url}
 
 
 def canary_fleet(name: str, version: str, *, steps=(20, 60, 100), min_requests=5) -> dict:
@@ -139,10 +127,7 @@ async def rollout(api, name: str) -> dict | None:
 
 async def canary_weight(api, name: str) -> int | None:
     resp = await api.get(f"{RAYSERVICES}/{name}")
-    if resp.status_code != 200:
-        return None
-    router = yaml.safe_load(resp.json()["spec"]["serveConfigV2"])["applications"][0]["deployments"][0]
-    return router["user_config"]["canaryWeights"]["shout"]
+    return router_config(resp.json())["canaryWeights"]["shout"] if resp.status_code == 200 else None
 
 
 async def events(api, reason: str) -> list[dict]:
@@ -150,7 +135,7 @@ async def events(api, reason: str) -> list[dict]:
     return [e for e in items if e.get("reason") == reason]
 
 
-async def test_a_good_canary_is_promoted_across_an_operator_restart(rollout_operator, api, k8s, fleet_metrics):
+async def test_a_good_canary_is_promoted_across_an_operator_restart(operator, api, k8s, fleet_metrics):
     assert (await api.post(FLEETS, json=canary_fleet("good", "v2"))).status_code in (200, 201)
     with Traffic(str(k8s.url), fleet_metrics, "good"):
         first = await eventually(lambda: rollout(api, "good"), timeout=20)
@@ -159,9 +144,9 @@ async def test_a_good_canary_is_promoted_across_an_operator_restart(rollout_oper
 
         # Restart in the middle: the rollout goes on from its status, not from the first step.
         at_two = await eventually(lambda: _where(rollout(api, "good"), lambda r: r["step"] == 2), timeout=30)
-        await rollout_operator.stop()
+        await operator.stop()
         await asyncio.sleep(2)
-        rollout_operator.start()
+        operator.start()
         done = await eventually(lambda: _where(rollout(api, "good"), lambda r: r["phase"] == "Promoted"), timeout=45)
 
     assert [(h["phase"], h["step"], h["weight"]) for h in done["history"]] == [
@@ -175,7 +160,7 @@ async def test_a_good_canary_is_promoted_across_an_operator_restart(rollout_oper
     assert await events(api, "RolloutPromoted")
 
 
-async def test_an_erroring_canary_is_rolled_back(rollout_operator, api, k8s, fleet_metrics):
+async def test_an_erroring_canary_is_rolled_back(operator, api, k8s, fleet_metrics):
     assert (await api.post(FLEETS, json=canary_fleet("bad", "v3"))).status_code in (200, 201)
     with Traffic(str(k8s.url), fleet_metrics, "bad", bad="internal_error"):
         done = await eventually(lambda: _where(rollout(api, "bad"), lambda r: r["phase"] == "RolledBack"), timeout=30)
@@ -184,7 +169,7 @@ async def test_an_erroring_canary_is_rolled_back(rollout_operator, api, k8s, fle
     assert (await events(api, "RolloutRolledBack"))[0]["type"] == "Warning"
 
 
-async def test_a_canary_that_cannot_load_fails_at_its_first_step(rollout_operator, api, k8s, fleet_metrics):
+async def test_a_canary_that_cannot_load_fails_at_its_first_step(operator, api, k8s, fleet_metrics):
     assert (await api.post(FLEETS, json=canary_fleet("ghost", "v4"))).status_code in (200, 201)
     with Traffic(str(k8s.url), fleet_metrics, "ghost", bad="adapter_unavailable"):
         done = await eventually(lambda: _where(rollout(api, "ghost"), lambda r: r["phase"] == "Failed"), timeout=30)
@@ -192,7 +177,7 @@ async def test_a_canary_that_cannot_load_fails_at_its_first_step(rollout_operato
     assert [h["weight"] for h in done["history"]] == [20, 0]  # never past the first step's share
 
 
-async def test_commands_from_the_annotation_and_the_cli(rollout_operator, api, k8s, capsys):
+async def test_commands_from_the_annotation_and_the_cli(operator, api, k8s, capsys):
     # No traffic at all: the first step waits for requests; commands still apply.
     assert (await api.post(FLEETS, json=canary_fleet("held", "v2"))).status_code in (200, 201)
     await eventually(lambda: rollout(api, "held"), timeout=20)
@@ -229,18 +214,12 @@ async def test_commands_from_the_annotation_and_the_cli(rollout_operator, api, k
     assert "ModelFleet default/nope not found" in capsys.readouterr().err
 
 
-async def test_without_prometheus_a_rollout_waits_and_says_why(k8s, api, monkeypatch):
-    monkeypatch.setenv("SLMFLEET_KUBE_API", str(k8s.url).rstrip("/"))
-    monkeypatch.delenv("SLMFLEET_PROMETHEUS_URL", raising=False)
-    op = Operator()
-    op.start()
-    try:
-        assert (await api.post(FLEETS, json=canary_fleet("blind", "v2"))).status_code in (200, 201)
-        r = await eventually(lambda: _where(rollout(api, "blind"), lambda r: "Prometheus" in r["reason"]))
-        assert (r["phase"], r["weight"]) == ("Progressing", 20)
-        assert "set rollouts.prometheusUrl" in r["reason"]
-    finally:
-        await op.stop()
+@pytest.mark.parametrize("operator_env", [{}])  # no SLMFLEET_PROMETHEUS_URL
+async def test_without_prometheus_a_rollout_waits_and_says_why(operator, api):
+    assert (await api.post(FLEETS, json=canary_fleet("blind", "v2"))).status_code in (200, 201)
+    r = await eventually(lambda: _where(rollout(api, "blind"), lambda r: "Prometheus" in r["reason"]))
+    assert (r["phase"], r["weight"]) == ("Progressing", 20)
+    assert "set rollouts.prometheusUrl" in r["reason"]
 
 
 async def _where(value, predicate):

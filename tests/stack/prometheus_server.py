@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -11,21 +10,16 @@ from pathlib import Path
 import httpx
 import yaml
 
+from serving.local_s3 import free_port
 from serving.metrics import prometheus_scrape_rename
 
 BINARY = "/usr/bin/prometheus"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Prometheus:
     def __init__(self, folder: Path, target: str):
         self.folder, self.target = folder, target
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Prometheus":

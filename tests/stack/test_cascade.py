@@ -13,6 +13,8 @@ import threading
 
 import pytest
 
+from serving.local_s3 import free_port
+
 PROMPT = "in: red fox\nout:"
 
 
@@ -38,12 +40,6 @@ class Silent:
                 self.conns.append(self.sock.accept()[0])
             except OSError:
                 return
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +69,8 @@ def cascade_fleet(fleet, client):
             {"route": "shout"}]},
         {"name": "c-gone", "policy": "cascade", "tiers": [
             {"adapter": "ghost", "version": "v1"},
-            {"endpoint": {"url": f"http://127.0.0.1:{_closed_port()}/v1", "model": "x"}, "timeout": "5s"}]},
+            # A free port: nobody listens there.
+            {"endpoint": {"url": f"http://127.0.0.1:{free_port()}/v1", "model": "x"}, "timeout": "5s"}]},
     ]
     fleet.deploy(spec)
     yield {"mean": mean}

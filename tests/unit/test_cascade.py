@@ -145,3 +145,13 @@ def test_savings_arithmetic():
     assert report["estimatedCost"] == pytest.approx(0.27) and report["costIfAllToLastTier"] == pytest.approx(0.64)
     assert report["estimatedSavings"] == pytest.approx(1 - 0.27 / 0.64, abs=1e-4)
     assert RouteStats(tiers=2).report("idle")["escalationRate"] is None
+
+
+def test_answer_headers_say_who_answered_and_why_not_the_others():
+    from serving.cascade import answer_headers
+
+    rejected = [{"tier": 1, "by": "json@v1", "reason": "mean logprob -2.10 < -1\nüber"}]
+    assert answer_headers("smart", 2, "big at https://llm/v1", rejected) == {
+        "X-SLMFleet-Route": "smart", "X-SLMFleet-Tier": "2", "X-SLMFleet-Tier-Name": "big at https://llm/v1",
+        "X-SLMFleet-Escalations": "tier 1 (json@v1): mean logprob -2.10 < -1 \\xfcber"}
+    assert "X-SLMFleet-Escalations" not in answer_headers("smart", 1, "json@v1", [])

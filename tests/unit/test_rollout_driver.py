@@ -246,9 +246,8 @@ def test_parse_command_refuses_with_what_to_do(text, words):
 @pytest.fixture
 def local(capsys):
     """A LocalRollouts with its control endpoint; deploys are recorded instead of sent to Ray."""
-    import socket
-
     from serving.local_rollouts import LocalRollouts, serve_control
+    from serving.local_s3 import free_port
 
     deployed = []
     numbers = Numbers()
@@ -256,9 +255,7 @@ def local(capsys):
     clock = [1_000.0]
     driver = LocalRollouts(canary_fleet(), Rollouts(numbers), deploy=lambda spec, w: deployed.append(dict(w)),
                            tick_s=1, report=lambda line: None, clock=lambda: clock[0])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = serve_control(driver, port)
     yield driver, deployed, clock, f"http://127.0.0.1:{port}"
     server.shutdown()

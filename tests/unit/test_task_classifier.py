@@ -87,7 +87,7 @@ def test_below_the_similarity_threshold_the_default_answers():
     choice = c.classify("How do I bake sourdough bread?")
     assert (choice.cls, choice.how) == (None, "default") and choice.score < 0.6
     table = RoutingTable(spec_with(classify_route()))
-    assert table.class_target(table.classifies["assist"].default).base_model == "tiny-llama"
+    assert table.target_of(table.classifies["assist"].default).base_model == "tiny-llama"
 
 
 def test_what_is_classified():
