@@ -128,7 +128,7 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
         if metrics_port:
             print(f"Prometheus metrics at http://127.0.0.1:{metrics_port}/metrics (ray_slmfleet_*)", flush=True)
         try:
-            control = serve_control(rollouts, control_port)
+            serve_control(rollouts, control_port)
         except OSError as err:
             raise UserError(f"cannot serve rollout control on 127.0.0.1:{control_port} ({err}); "
                             "pick another with --control-port") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from serving.serve_config import APP_NAME, serve_config
+from serving.serve_config import serve_config
 from serving.spec import FleetSpec
 
 logger = logging.getLogger("slmfleet.local")

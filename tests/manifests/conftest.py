@@ -22,6 +22,18 @@ NAMESPACE = "slm-fleet-system"
 KUBE_VERSIONS = ("1.29", "1.37")
 
 
+def assert_valid_for_kubernetes(obj: dict, name: str) -> None:
+    """``obj`` validates, unknown fields refused, against every Kubernetes version the chart supports."""
+    import kubernetes_validate
+
+    for version in KUBE_VERSIONS:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            path = ".".join(str(p) for p in err.path)
+            pytest.fail(f"{name} is invalid for Kubernetes {version} at {path}: {err.message}")
+
+
 class Helm:
     def __init__(self, home: Path):
         self.env = {

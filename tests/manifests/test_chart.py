@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import re
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from serving.metrics import PROMETHEUS_RENAME
-from tests.manifests.conftest import CHART, CI_VALUES, KUBE_VERSIONS, NAMESPACE, by_kind, one
+from tests.manifests.conftest import CHART, CI_VALUES, NAMESPACE, assert_valid_for_kubernetes, by_kind, one
 
 VALUE_SETS = [None, *CI_VALUES]
 VALUE_IDS = ["defaults", *(p.stem for p in CI_VALUES)]
@@ -70,12 +69,7 @@ def test_rendered_objects_are_valid_kubernetes(helm, values):
             assert obj["apiVersion"] == "monitoring.coreos.com/v1", name
             assert obj["spec"]["selector"]["matchLabels"], name
             continue
-        for version in KUBE_VERSIONS:
-            try:
-                kubernetes_validate.validate(obj, version, strict=True)
-            except kubernetes_validate.ValidationError as err:
-                path = ".".join(str(p) for p in err.path)
-                pytest.fail(f"{name} is invalid for Kubernetes {version} at {path}: {err.message}")
+        assert_valid_for_kubernetes(obj, name)
         if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert obj["metadata"].get("namespace"), f"{name} has no namespace (breaks `kubectl apply -f install.yaml`)"
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "slm-fleet", name

@@ -13,6 +13,7 @@ from openapi_schema_validator import OAS30Validator
 
 from serving.manifests import load_fleet_file
 from tests.manifests.conftest import ROOT, crd_text
+from tests.unit.fleets import DELETE, set_path
 
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
 LARGE = ROOT / "manifests" / "examples" / "large.yaml"
@@ -81,18 +82,6 @@ def test_schema_accepts_explicit_nulls_where_nullable():
     assert schema_errors(manifest) == []
 
 
-def _set(manifest, path, value):
-    *parents, last = path
-    node = manifest
-    for p in parents:
-        node = node[p]
-    if value is _DELETE:
-        del node[last]
-    else:
-        node[last] = value
-
-
-_DELETE = object()
 
 
 @pytest.mark.parametrize("path,value,field,words", [
@@ -103,9 +92,9 @@ _DELETE = object()
     (("spec", "routes", 0, "targets", 0, "weight"), 150, "spec.routes[0].targets[0].weight",
      "150 is greater than the maximum of 100"),
     (("spec", "routes", 0, "targets", 1, "weight"), -10, "spec.routes[0].targets[1].weight", "less than the minimum"),
-    (("spec", "adapters", 0, "versions", 0, "source"), _DELETE, "spec.adapters[0].versions[0]",
+    (("spec", "adapters", 0, "versions", 0, "source"), DELETE, "spec.adapters[0].versions[0]",
      "'source' is a required property"),
-    (("spec", "routes"), _DELETE, "spec", "'routes' is a required property"),
+    (("spec", "routes"), DELETE, "spec", "'routes' is a required property"),
     (("spec", "adapters", 2, "name"), "Summarizer_V2", "spec.adapters[2].name", "does not match"),
     (("spec", "baseModels", 0, "engine", "dtype"), "fp8", "spec.baseModels[0].engine.dtype", "is not one of"),
     (("spec", "adapters", 0, "versions", 0, "sha256"), "ABC123", "spec.adapters[0].versions[0].sha256", "does not match"),
@@ -115,6 +104,6 @@ _DELETE = object()
         "missing-routes", "name-pattern", "dtype-enum", "sha256-pattern", "fractional-gpu", "no-routes"])
 def test_broken_manifest_fails_the_crd_schema_at_its_field(path, value, field, words):
     manifest = yaml.safe_load(LARGE.read_text())
-    _set(manifest, path, value)
+    set_path(manifest, path, value)
     errors = schema_errors(manifest)
     assert any(f == field and words in m for f, m in errors), f"expected {field}: ...{words}...; got {errors}"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import kubernetes_validate
 import pytest
 import yaml
 
-from tests.manifests.conftest import CHART, KUBE_VERSIONS, NAMESPACE, ROOT, crd_text
+from tests.manifests.conftest import CHART, NAMESPACE, ROOT, assert_valid_for_kubernetes, crd_text
 
 REGENERATE = "stale: run `make manifests` and commit the result"
 INSTALL = ROOT / "manifests" / "install.yaml"
@@ -32,12 +31,7 @@ def test_install_yaml_objects_are_valid_and_in_order():
     assert kinds[:2] == ["Namespace", "CustomResourceDefinition"]
     assert kinds.index("Deployment") > kinds.index("ServiceAccount")
     for obj in objects:
-        for version in KUBE_VERSIONS:
-            try:
-                kubernetes_validate.validate(obj, version, strict=True)
-            except kubernetes_validate.ValidationError as err:
-                path = ".".join(str(p) for p in err.path)
-                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} at {path}: {err.message}")
+        assert_valid_for_kubernetes(obj, f"{obj['kind']}/{obj['metadata']['name']}")
         if obj["kind"] not in ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
             assert obj["metadata"]["namespace"] == NAMESPACE
 

@@ -28,15 +28,20 @@ def fleet(**changes):
     """A deep copy of FLEET; ``changes`` maps dotted paths (with list indexes) to new values."""
     data = copy.deepcopy(FLEET)
     for path, value in changes.items():
-        *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
-        node = data
-        for p in parents:
-            node = node[p]
-        if value is DELETE:
-            del node[last]
-        else:
-            node[last] = value
+        set_path(data, [int(p) if p.isdigit() else p for p in path.split(".")], value)
     return data
+
+
+def set_path(data, path, value) -> None:
+    """Set (or, with DELETE, remove) the item at ``path`` (keys and list indexes) in nested data."""
+    *parents, last = path
+    node = data
+    for p in parents:
+        node = node[p]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
 
 
 DELETE = object()
