@@ -132,6 +132,13 @@ def quickstart(name: str = "quickstart") -> dict:
     return copy.deepcopy(doc)
 
 
+async def events(api, reason: str) -> list[dict]:
+    """The namespace's Events with this reason. kopf posts them from a queue, after the status
+    patch, so wait for them with ``eventually``."""
+    items = (await api.get("/api/v1/namespaces/default/events")).json()["items"]
+    return [e for e in items if e.get("reason") == reason]
+
+
 async def eventually(fn, *, timeout: float = 15, interval: float = 0.1):
     """Poll ``fn`` (sync or async) until it returns something truthy; fail with its last value."""
     deadline = asyncio.get_running_loop().time() + timeout

@@ -6,7 +6,7 @@ import kmock
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from tests.operator.conftest import FLEETS, RAYSERVICES, eventually, quickstart
+from tests.operator.conftest import FLEETS, RAYSERVICES, events, eventually, quickstart
 
 
 async def get(api, path):
@@ -45,8 +45,7 @@ async def test_create_renders_an_owned_rayservice_and_reports_status(operator, a
         {"baseModel": "tiny-llama", "adapter": "shout", "version": "v1", "weight": 100}]}
     assert condition(fleet, "Ready")["status"] == "False"  # KubeRay has not reported yet
     assert status["rayService"] == {"name": "quickstart", "health": "Pending", "message": ""}
-    events = await eventually(lambda: get(api, "/api/v1/namespaces/default/events"))
-    assert any(e.get("reason") == "Created" for e in events["items"])
+    assert await eventually(lambda: events(api, "Created"))
 
 
 def writes(k8s, *, rayservice=False, status=False):
@@ -127,8 +126,8 @@ async def test_invalid_spec_changes_nothing_running_and_says_why(operator, api, 
     assert fleet["status"]["observedGeneration"] == 1  # still describes what runs
     assert await get(api, f"{RAYSERVICES}/quickstart") == before
     assert writes(k8s, rayservice=True) == rs_writes
-    events = (await get(api, "/api/v1/namespaces/default/events"))["items"]
-    assert any(e.get("reason") == "InvalidSpec" and e.get("type") == "Warning" for e in events)
+    invalid = await eventually(lambda: events(api, "InvalidSpec"))
+    assert invalid[0]["type"] == "Warning"
 
 
 async def test_restart_resumes_and_an_unchanged_fleet_gets_no_writes(operator, api, k8s):

@@ -19,7 +19,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from serving.local_s3 import free_port
-from tests.operator.conftest import FLEETS, RAYSERVICES, eventually, quickstart
+from tests.operator.conftest import FLEETS, RAYSERVICES, events, eventually, quickstart
 from tests.stack.prometheus_server import Prometheus
 
 LABELS = ("route", "base_model", "adapter", "version")
@@ -130,11 +130,6 @@ async def canary_weight(api, name: str) -> int | None:
     return router_config(resp.json())["canaryWeights"]["shout"] if resp.status_code == 200 else None
 
 
-async def events(api, reason: str) -> list[dict]:
-    items = (await api.get("/api/v1/namespaces/default/events")).json()["items"]
-    return [e for e in items if e.get("reason") == reason]
-
-
 async def test_a_good_canary_is_promoted_across_an_operator_restart(operator, api, k8s, fleet_metrics):
     assert (await api.post(FLEETS, json=canary_fleet("good", "v2"))).status_code in (200, 201)
     with Traffic(str(k8s.url), fleet_metrics, "good"):
@@ -157,7 +152,7 @@ async def test_a_good_canary_is_promoted_across_an_operator_restart(operator, ap
     assert await canary_weight(api, "good") == 100
     fleet = (await api.get(f"{FLEETS}/good")).json()
     assert (fleet["status"]["rolloutPhase"], fleet["status"]["canary"]) == ("Promoted", "shout@v2=100%")
-    assert await events(api, "RolloutPromoted")
+    assert await eventually(lambda: events(api, "RolloutPromoted"))
 
 
 async def test_an_erroring_canary_is_rolled_back(operator, api, k8s, fleet_metrics):
@@ -166,7 +161,8 @@ async def test_an_erroring_canary_is_rolled_back(operator, api, k8s, fleet_metri
         done = await eventually(lambda: _where(rollout(api, "bad"), lambda r: r["phase"] == "RolledBack"), timeout=30)
     assert done["step"] == 1 and done["weight"] == 0 and "error rate 100.0% > 5.0%" in done["reason"]
     assert await canary_weight(api, "bad") == 0
-    assert (await events(api, "RolloutRolledBack"))[0]["type"] == "Warning"
+    rolled_back = await eventually(lambda: events(api, "RolloutRolledBack"))
+    assert rolled_back[0]["type"] == "Warning"
 
 
 async def test_a_canary_that_cannot_load_fails_at_its_first_step(operator, api, k8s, fleet_metrics):
