@@ -128,26 +128,36 @@ def weight(policy: Policy, state: State) -> int:
 
 
 def analyse(analysis: Analysis, obs: Observation) -> tuple[bool | None, str]:
-    """(passed, reason): None while the step has too few requests to judge."""
+    """(passed, reason): None while the step has too few requests, or lacks a number, to judge.
+
+    A limit that is already broken fails the step at once; a pass waits for every number a limit
+    needs, because counters, the latency histogram and the probes arrive apart.
+    """
     if obs.requests < analysis.min_requests:
         return None, f"waiting for traffic: {obs.requests}/{analysis.min_requests} requests"
-    failures = []
+    failures, waiting = [], []
     error_rate = obs.errors / obs.requests
     if error_rate > analysis.max_error_rate:
         failures.append(f"error rate {error_rate:.1%} > {analysis.max_error_rate:.1%}")
-    if analysis.max_p95_ms is not None and obs.p95_ms is not None and obs.p95_ms > analysis.max_p95_ms:
-        failures.append(f"p95 {obs.p95_ms:.0f} ms > {analysis.max_p95_ms:.0f} ms")
+    if analysis.max_p95_ms is not None or analysis.max_p95_ratio is not None:
+        if obs.p95_ms is None:
+            waiting.append(f"waiting for the canary's latency ({obs.requests} requests counted, no p95 yet)")
+        elif analysis.max_p95_ms is not None and obs.p95_ms > analysis.max_p95_ms:
+            failures.append(f"p95 {obs.p95_ms:.0f} ms > {analysis.max_p95_ms:.0f} ms")
+    # No stable p95 (stable had no traffic in the window, as at a 100% step): nothing to compare.
     if analysis.max_p95_ratio is not None and obs.p95_ms is not None and obs.stable_p95_ms:
         ratio = obs.p95_ms / obs.stable_p95_ms
         if ratio > analysis.max_p95_ratio:
             failures.append(f"p95 {ratio:.2f}x stable > {analysis.max_p95_ratio:.2f}x")
     if analysis.min_probe_pass_rate is not None:
         if obs.probe_pass_rate is None:
-            return None, "waiting for the quality probes"
-        if obs.probe_pass_rate < analysis.min_probe_pass_rate:
+            waiting.append("waiting for the quality probes")
+        elif obs.probe_pass_rate < analysis.min_probe_pass_rate:
             failures.append(f"probes passed {obs.probe_pass_rate:.0%} < {analysis.min_probe_pass_rate:.0%}")
     if failures:
         return False, "; ".join(failures)
+    if waiting:
+        return None, "; ".join(waiting)
     return True, f"{obs.requests} requests, error rate {error_rate:.1%}" + (
         f", p95 {obs.p95_ms:.0f} ms" if obs.p95_ms is not None else "")
 

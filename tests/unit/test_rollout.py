@@ -39,7 +39,10 @@ def test_a_good_canary_is_promoted_step_by_step():
     (Observation(requests=50, errors=0, p95_ms=800, stable_p95_ms=700, probe_pass_rate=1.0), "p95 800 ms > 500 ms"),
     (Observation(requests=50, errors=0, p95_ms=400, stable_p95_ms=100, probe_pass_rate=1.0), "p95 4.00x stable > 1.50x"),
     (Observation(requests=50, errors=0, p95_ms=200, stable_p95_ms=180, probe_pass_rate=0.5), "probes passed 50% < 90%"),
-], ids=["errors", "p95", "p95-ratio", "probes"])
+    # A broken limit fails the step even while another number has not arrived yet.
+    (Observation(requests=50, errors=50), "error rate 100.0% > 5.0%"),
+    (Observation(requests=50, errors=0, p95_ms=900), "p95 900 ms > 500 ms"),
+], ids=["errors", "p95", "p95-ratio", "probes", "errors-without-latency", "p95-without-probes"])
 def test_a_bad_step_rolls_back_with_the_numbers(obs, words):
     out = run([(0, GOOD, None), (60, GOOD, None), (60, obs, None)])
     last = out[-1]
@@ -50,11 +53,23 @@ def test_a_bad_step_rolls_back_with_the_numbers(obs, words):
 @pytest.mark.parametrize("obs,words", [
     (Observation(requests=3), "waiting for traffic: 3/20 requests"),
     (Observation(requests=50, p95_ms=100, stable_p95_ms=100), "waiting for the quality probes"),
-])
+    # The counters arrived before the latency histogram: a pass waits for the p95.
+    (Observation(requests=50, probe_pass_rate=1.0),
+     "waiting for the canary's latency (50 requests counted, no p95 yet)"),
+    (Observation(requests=50), "waiting for the canary's latency (50 requests counted, no p95 yet); "
+                               "waiting for the quality probes"),
+], ids=["traffic", "probes", "latency", "latency-and-probes"])
 def test_a_step_without_enough_evidence_waits(obs, words):
     out = run([(0, GOOD, None), (60, obs, None), (600, obs, None)])
     assert [d.canary_weight for d in out] == [5, 5, 5] and out[-1].state.phase == Phase.PROGRESSING
     assert out[-1].state.reason == words
+
+
+def test_without_stable_traffic_the_ratio_is_not_judged():
+    # At 100% stable serves nothing, so there is no stable p95 to compare with.
+    alone = Observation(requests=50, errors=0, p95_ms=200, probe_pass_rate=1.0)
+    out = run([(0, GOOD, None), (60, GOOD, None), (60, GOOD, None), (60, GOOD, None), (60, alone, None)])
+    assert out[-1].state.phase == Phase.PROMOTED
 
 
 def test_nothing_moves_before_the_interval_ends():
