@@ -127,6 +127,18 @@ def weight(policy: Policy, state: State) -> int:
     return policy.steps[state.step]
 
 
+def _latency_failures(analysis: Analysis, p95_ms: float, stable_p95_ms: float | None) -> list[str]:
+    failures = []
+    if analysis.max_p95_ms is not None and p95_ms > analysis.max_p95_ms:
+        failures.append(f"p95 {p95_ms:.0f} ms > {analysis.max_p95_ms:.0f} ms")
+    # No stable p95 (stable had no traffic in the window, as at a 100% step): nothing to compare.
+    if analysis.max_p95_ratio is not None and stable_p95_ms:
+        ratio = p95_ms / stable_p95_ms
+        if ratio > analysis.max_p95_ratio:
+            failures.append(f"p95 {ratio:.2f}x stable > {analysis.max_p95_ratio:.2f}x")
+    return failures
+
+
 def analyse(analysis: Analysis, obs: Observation) -> tuple[bool | None, str]:
     """(passed, reason): None while the step has too few requests, or lacks a number, to judge.
 
@@ -142,13 +154,8 @@ def analyse(analysis: Analysis, obs: Observation) -> tuple[bool | None, str]:
     if analysis.max_p95_ms is not None or analysis.max_p95_ratio is not None:
         if obs.p95_ms is None:
             waiting.append(f"waiting for the canary's latency ({obs.requests} requests counted, no p95 yet)")
-        elif analysis.max_p95_ms is not None and obs.p95_ms > analysis.max_p95_ms:
-            failures.append(f"p95 {obs.p95_ms:.0f} ms > {analysis.max_p95_ms:.0f} ms")
-    # No stable p95 (stable had no traffic in the window, as at a 100% step): nothing to compare.
-    if analysis.max_p95_ratio is not None and obs.p95_ms is not None and obs.stable_p95_ms:
-        ratio = obs.p95_ms / obs.stable_p95_ms
-        if ratio > analysis.max_p95_ratio:
-            failures.append(f"p95 {ratio:.2f}x stable > {analysis.max_p95_ratio:.2f}x")
+        else:
+            failures += _latency_failures(analysis, obs.p95_ms, obs.stable_p95_ms)
     if analysis.min_probe_pass_rate is not None:
         if obs.probe_pass_rate is None:
             waiting.append("waiting for the quality probes")

@@ -18,15 +18,22 @@ def send(client, n: int) -> None:
         assert r.status_code == 200
 
 
+def observe_step(source, since: float, requests: int, timeout: float, interval: float):
+    """The step's observation once it holds ``requests`` requests and a p95. Ray exports the
+    counters and the latency histogram apart, so wait for both (the engine does too)."""
+    deadline = time.monotonic() + timeout
+    while ((obs := source.observe(JSON_V1, since)).requests < requests or obs.p95_ms is None) \
+            and time.monotonic() < deadline:
+        time.sleep(interval)
+    return obs
+
+
 def test_scrape_source_counts_the_requests_of_a_step(fleet, client):
     source = ScrapeSource(fleet.metrics_url)
     since = time.time()
     source.mark(since)
     send(client, 5)
-    deadline = time.monotonic() + 20
-    while ((obs := source.observe(JSON_V1, since)).requests < 5 or obs.p95_ms is None) \
-            and time.monotonic() < deadline:
-        time.sleep(0.5)
+    obs = observe_step(source, since, 5, timeout=20, interval=0.5)
     assert (obs.requests, obs.errors) == (5, 0)
     assert obs.p95_ms is not None and 0 < obs.p95_ms < 60_000
     assert source.observe(Target("json", "json", "v9"), since).requests == 0
@@ -55,10 +62,6 @@ def test_prometheus_source_sees_them_too(fleet, prometheus, client):
     source = PrometheusSource(prometheus.url)
     since = time.time()
     send(client, 6)
-    # Ray exports the counter and the latency histogram apart: wait for both (the engine does too).
-    deadline = time.monotonic() + 30
-    while ((obs := source.observe(JSON_V1, since)).requests < 6 or obs.p95_ms is None) \
-            and time.monotonic() < deadline:
-        time.sleep(1)
+    obs = observe_step(source, since, 6, timeout=30, interval=1)
     assert (obs.requests, obs.errors) == (6, 0)
     assert obs.p95_ms is not None and obs.p95_ms > 0
