@@ -11,11 +11,10 @@ while a rollout progresses (`slm-fleet rollout status` shows where it is):
 
 from __future__ import annotations
 
+import locustfile  # its init listener reads and checks the settings and routes
 from fleet_user import FleetUser
 from locust import task
 from workload import RoutePicker, plan_request
-
-import locustfile  # its init listener reads and checks the settings and routes
 
 
 class RolloutUser(FleetUser):

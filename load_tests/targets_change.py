@@ -38,11 +38,20 @@ import yaml
 from fleet_user import FleetUser
 from locust import events, task
 from locust.runners import WorkerRunner
-from workload import (WEIGHT_STEPS, SettingsError, TargetsChangeSettings, alternate_targets,
-                      parse_targets_change_settings, plan_request, served_by, target_label, with_route_targets)
+from workload import (
+    WEIGHT_STEPS,
+    SettingsError,
+    TargetsChangeSettings,
+    alternate_targets,
+    parse_targets_change_settings,
+    plan_request,
+    served_by,
+    target_label,
+    with_route_targets,
+)
 
-from serving.manifests import fleet_from_document, load_fleet_file
-from serving.spec import FleetSpecError
+from serving.api.documents import fleet_from_document, load_fleet_file
+from serving.api.problems import FleetSpecError
 
 logger = logging.getLogger("slmfleet.load")
 

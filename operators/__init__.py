@@ -1,4 +1,4 @@
 """The ModelFleet operator (kopf): reconciles ModelFleet resources into KubeRay RayServices.
 
-It renders the Serve config with ``serving.serve_config`` from the same ``serving.spec`` models.
+It renders the Serve config with ``serving.render.serve_config`` from the same ``serving.api`` models.
 """

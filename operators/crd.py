@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from operators.status import FleetStatus
-from serving.manifests import GROUP, KIND, VERSION
-from serving.spec import FleetSpec
+from serving.api.documents import GROUP, KIND, VERSION
+from serving.api.fleet import FleetSpec
+from serving.api.status import FleetStatus
 
 PLURAL = "modelfleets"
 CRD_NAME = f"{PLURAL}.{GROUP}"

@@ -14,8 +14,7 @@ import logging
 import time
 
 import kopf
-from lightkube import AsyncClient, KubeConfig
-from httpx2 import HTTPStatusError  # lightkube's HTTP client; its ApiError subclasses this
+from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
@@ -23,21 +22,15 @@ from operators.crd import PLURAL
 from operators.reconcile import plan, rollouts_in
 from operators.render import FLEET_LABEL, MANAGED_BY
 from operators.settings import OperatorSettings, SettingsError, anonymous_kube_config
-from serving.manifests import GROUP, VERSION, fleet_from_document
-from serving.rollout_driver import COMMAND_ANNOTATION, Rollouts, RolloutStatus, parse_command
-from serving.rollout_metrics import MetricSource, PrometheusSource
-from serving.spec import FleetSpecError
+from serving.api.documents import GROUP, VERSION, fleet_from_document
+from serving.api.problems import FleetSpecError
+from serving.api.status import RolloutStatus
+from serving.rollouts.driver import COMMAND_ANNOTATION, Rollouts, parse_command
+from serving.rollouts.metric_sources import MetricSource, PrometheusSource
 
 RayService = create_namespaced_resource("ray.io", "v1", "RayService", "rayservices")
 ModelFleet = create_namespaced_resource(GROUP, VERSION, "ModelFleet", PLURAL)
 log = logging.getLogger("slmfleet.operator")
-
-
-def _tick_seconds() -> float:
-    try:
-        return OperatorSettings.from_env().rollout_tick_seconds
-    except SettingsError:
-        return OperatorSettings.rollout_tick_seconds  # startup stops the operator with the reason
 
 
 @kopf.on.login()
@@ -69,14 +62,14 @@ async def cleanup(memo: kopf.Memo, **_) -> None:
 
 
 def _now() -> str:
-    return datetime.datetime.now(tz=datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return datetime.datetime.now(tz=datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 async def _get(api: AsyncClient, resource, name: str, namespace: str) -> dict | None:
     """The object as a dict, or None if it does not exist."""
     try:
         return (await api.get(resource, name, namespace=namespace)).to_dict()
-    except HTTPStatusError as err:
+    except ApiError as err:
         if err.response.status_code == 404:
             return None
         raise
@@ -142,13 +135,26 @@ def _has_rollouts(spec, **_) -> bool:
     return any((r or {}).get("strategy") for r in (spec or {}).get("routes") or [])
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=_tick_seconds(), when=_has_rollouts)
-async def advance_rollouts(body, memo: kopf.Memo, **_) -> None:
+@kopf.daemon(GROUP, VERSION, PLURAL, when=_has_rollouts)
+async def drive_rollouts(body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_) -> None:
+    """Tick the fleet's rollouts every ``rollout_tick_seconds`` (read at startup) while it has any.
+
+    A daemon rather than a timer, whose interval would be fixed when this module is imported; kopf
+    stops it when the fleet no longer has a canary strategy, and ``body`` follows the fleet.
+    """
+    while not stopped:
+        try:
+            await advance_rollouts(dict(body), memo)
+        except Exception:  # noqa: BLE001 - logged; the next tick tries again
+            log.exception("rollout tick of %s/%s failed", body["metadata"].get("namespace"), body["metadata"]["name"])
+        await stopped.wait(memo.settings.rollout_tick_seconds)
+
+
+async def advance_rollouts(fleet: dict, memo: kopf.Memo) -> None:
     """One rollout tick: read the canaries' numbers, decide, write weights and status, report Events.
 
     The state is the fleet's status, so a restarted operator goes on where it stopped.
     """
-    fleet = dict(body)
     name, namespace = fleet["metadata"]["name"], fleet["metadata"]["namespace"]
     if not (fleet.get("status") or {}).get("rayService"):
         return  # the create handler has not made the RayService yet

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 from operators.render import render_rayservice
 from operators.settings import OperatorSettings
-from operators.status import Condition, FleetStatus, RayServiceStatus, RouteStatus, RouteTargetStatus
-from serving.manifests import fleet_from_document
-from serving.rollout_driver import RolloutStatus, canary_weights, current, summary
-from serving.routing import RoutingTable
-from serving.spec import FleetSpec, FleetSpecError
+from serving.api.documents import fleet_from_document
+from serving.api.fleet import FleetSpec
+from serving.api.problems import FleetSpecError
+from serving.api.status import Condition, FleetStatus, RayServiceStatus, RolloutStatus, RouteStatus, RouteTargetStatus
+from serving.policy.routing import RoutingTable
+from serving.rollouts.driver import canary_weights, current, summary
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Render a ModelFleet into the KubeRay RayService that runs it. Pure: no API calls.
 
 The RayService carries two things KubeRay treats differently:
-- ``serveConfigV2``: the fleet's Ray Serve config (``serving.serve_config``). KubeRay applies a
+- ``serveConfigV2``: the fleet's Ray Serve config (``serving.render.serve_config``). KubeRay applies a
   change here to the running Ray cluster; routes and adapter versions change in place.
 - ``rayClusterConfig``: the head and one worker group per base model, sized for one replica of
   that base per pod. KubeRay rolls out a new Ray cluster when this changes.
@@ -14,9 +14,9 @@ import math
 import yaml
 
 from operators.settings import OperatorSettings
-from serving.manifests import API_VERSION, KIND
-from serving.serve_config import serve_config
-from serving.spec import BaseModelSpec, FleetSpec
+from serving.api.documents import API_VERSION, KIND
+from serving.api.fleet import BaseModelSpec, FleetSpec
+from serving.render.serve_config import serve_config
 
 MANAGED_BY = "slm-fleet"
 FLEET_LABEL = "slmfleet.io/fleet"
@@ -97,7 +97,7 @@ def worker_group(base: BaseModelSpec, settings: OperatorSettings, extra_env: lis
         },
     }
     if base.resources.accelerator:
-        # The replicas ask for accelerator_type:<type> (serving.serve_config); declaring it on the
+        # The replicas ask for accelerator_type:<type> (serving.render.serve_config); declaring it on the
         # group lets Ray's autoscaler know which group to scale up for them before a pod exists.
         group["labels"]["ray.io/accelerator-type"] = base.resources.accelerator
         group["resources"] = {f"accelerator_type:{base.resources.accelerator}": "1"}

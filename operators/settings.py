@@ -92,7 +92,7 @@ class OperatorSettings:
         return self.fleet_url.format(name=name, namespace=namespace).rstrip("/")
 
     @classmethod
-    def from_env(cls, env=None) -> "OperatorSettings":
+    def from_env(cls, env=None) -> OperatorSettings:
         env = os.environ if env is None else env
         # An empty variable means unset: the chart sets every variable, empty where a value is off.
         values = {f.name: env[env_name(f.name)] for f in fields(cls) if env.get(env_name(f.name))}

@@ -17,8 +17,8 @@ def control_path(sizes=(10, 100, 1000), repeat: int = 5) -> dict:
     """Validate a fleet spec and build its Serve config and RayService, for growing fleets."""
     from operators.render import render_rayservice
     from operators.settings import OperatorSettings
-    from serving.serve_config import serve_config
-    from serving.spec import parse_fleet
+    from serving.api.fleet import parse_fleet
+    from serving.render.serve_config import serve_config
 
     def fleet(n: int) -> dict:
         return {
@@ -140,7 +140,7 @@ def cascade(stack, *, requests: int = 48, off_task_share: float = 0.3, concurren
     import httpx
 
     from load_tests.bench.measure import percentile
-    from serving.demo_assets import WORDS
+    from serving.local.demo_assets import WORDS
 
     spec = copy.deepcopy(stack.spec_data)
     spec["routes"].append({"name": "cascade", "policy": "cascade", "tiers": [

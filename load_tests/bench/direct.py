@@ -11,7 +11,7 @@ from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
 from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
 
 from load_tests.bench.stack import BASE
-from serving.serve_config import APP_NAME, base_deployment_name
+from serving.render.serve_config import APP_NAME, base_deployment_name
 
 
 class DirectIngress(OpenAiIngress):

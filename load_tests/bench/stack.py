@@ -15,11 +15,11 @@ import itertools
 import os
 from pathlib import Path
 
-from serving import local_runtime
-from serving.adapter_store import AdapterStore
-from serving.demo import ensure_assets
-from serving.local_s3 import local_s3
-from serving.spec import parse_fleet
+from serving.adapters.store import AdapterStore
+from serving.api.fleet import parse_fleet
+from serving.local import runtime as local_runtime
+from serving.local.demo import ensure_assets
+from serving.local.s3 import local_s3
 
 ROOT = Path(__file__).parents[2]
 BUCKET = "slmfleet-bench"
@@ -63,7 +63,7 @@ class Stack:
         """Deploy the fleet from scratch: callers' handles pick their request router only once."""
         from ray import serve
 
-        from serving.serve_config import APP_NAME, base_deployment_name
+        from serving.render.serve_config import APP_NAME, base_deployment_name
 
         serve.delete(APP_NAME)
         overrides = {}

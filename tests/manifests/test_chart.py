@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from serving.metrics import PROMETHEUS_RENAME
+from serving.observability.metrics import PROMETHEUS_RENAME
 from tests.manifests.conftest import CHART, CI_VALUES, NAMESPACE, assert_valid_for_kubernetes, by_kind, one
 
 VALUE_SETS = [None, *CI_VALUES]

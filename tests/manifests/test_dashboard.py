@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from serving.metrics import BY_NAME, CATALOG, Metric
+from serving.observability.metrics import BY_NAME, CATALOG, Metric
 from tests.manifests.conftest import CHART, NAMESPACE, by_kind, one
 
 DASHBOARD_FILE = CHART / "dashboards" / "slm-fleet.json"
@@ -48,7 +48,7 @@ def series_of(name: str) -> tuple[Metric, str]:
         metric = BY_NAME.get(name.removesuffix(suffix))
         if name.endswith(suffix) and metric and metric.kind == "histogram":
             return metric, suffix
-    pytest.fail(f"{name} is not in serving.metrics.CATALOG (nor a histogram's {'/'.join(HISTOGRAM_SERIES)})")
+    pytest.fail(f"{name} is not in serving.observability.metrics.CATALOG (nor a histogram's {'/'.join(HISTOGRAM_SERIES)})")
 
 
 def labels_of(metric: Metric, suffix: str) -> set[str]:

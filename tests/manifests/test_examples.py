@@ -11,7 +11,7 @@ import pytest
 import yaml
 from openapi_schema_validator import OAS30Validator
 
-from serving.manifests import load_fleet_file
+from serving.api.documents import load_fleet_file
 from tests.manifests.conftest import ROOT, crd_text
 from tests.unit.fleets import DELETE, set_path
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from serving.local_s3 import free_port
+from serving.local.ports import free_port
 from tests.operator.conftest import FLEETS, RAYSERVICES, events, eventually, quickstart
 from tests.stack.prometheus_server import Prometheus
 
@@ -198,7 +198,7 @@ async def test_commands_from_the_annotation_and_the_cli(operator, api, k8s, caps
     assert (await rollout(api, "held"))["phase"] == "Paused"  # nothing changed
 
     # `slm-fleet rollout` on Kubernetes: status from the fleet, a command as the annotation.
-    from serving.cli import main
+    from serving.cli.main import main
 
     assert await asyncio.to_thread(main, ["rollout", "status", "--fleet", "held"]) == 0
     assert "shout  shout@v2  shout@v1  Paused" in capsys.readouterr().out

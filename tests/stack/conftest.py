@@ -18,12 +18,12 @@ import httpx
 import pytest
 import yaml
 
-from serving import local_runtime
-from serving.adapter_store import AdapterStore
-from serving.demo import ensure_assets, stage
-from serving.local_s3 import local_s3
-from serving.manifests import load_fleet_file
-from serving.spec import parse_fleet
+from serving.adapters.store import AdapterStore
+from serving.api.documents import load_fleet_file
+from serving.api.fleet import parse_fleet
+from serving.local import runtime as local_runtime
+from serving.local.demo import ensure_assets, stage
+from serving.local.s3 import local_s3
 from tests.stack.otlp_receiver import OTLPReceiver
 from tests.stack.prometheus_server import Prometheus
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from serving.local_s3 import free_port
-from serving.metrics import prometheus_scrape_rename
+from serving.local.ports import free_port
+from serving.observability.metrics import prometheus_scrape_rename
 
 BINARY = "/usr/bin/prometheus"
 
@@ -22,7 +22,7 @@ class Prometheus:
         self.url = f"http://127.0.0.1:{free_port()}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Prometheus":
+    def start(self) -> Prometheus:
         if not shutil.which(BINARY):
             raise RuntimeError(f"{BINARY} is missing: `make test` installs Debian's prometheus package")
         config = {

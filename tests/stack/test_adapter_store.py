@@ -6,9 +6,9 @@ import shutil
 import boto3
 import pytest
 
-from serving.adapter_meta import AdapterConfigError
-from serving.adapter_store import AdapterStore, AdapterStoreError, source_problems
-from serving.spec import parse_fleet
+from serving.adapters.meta import AdapterConfigError
+from serving.adapters.store import AdapterStore, AdapterStoreError, source_problems
+from serving.api.fleet import parse_fleet
 
 BUCKET = "store-tests"
 

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from serving.local_s3 import free_port
+from serving.local.ports import free_port
 
 PROMPT = "in: red fox\nout:"
 

@@ -46,7 +46,7 @@ def test_serve_config_prints_a_ray_serve_config():
     out = cli("serve-config", "manifests/examples/quickstart.yaml")
     assert out.returncode == 0, out.stderr
     config = yaml.safe_load(out.stdout)
-    assert config["applications"][0]["import_path"] == "serving.app:build_app"
+    assert config["applications"][0]["import_path"] == "serving.dataplane.app:build_app"
     assert config["http_options"] == {"host": "0.0.0.0", "port": 8000}
 
 

@@ -4,7 +4,7 @@ import copy
 
 from ray import serve
 
-from serving.serve_config import APP_NAME, base_deployment_name
+from serving.render.serve_config import APP_NAME, base_deployment_name
 
 PROMPT = "in: red fox\nout:"
 

@@ -1,6 +1,6 @@
 """Canary rollouts on the real stack under Locust load, judged on a real Prometheus's numbers.
 
-The driver is the one `slm-fleet serve` runs (serving.local_rollouts), here against the session's
+The driver is the one `slm-fleet serve` runs (serving.local.rollouts), here against the session's
 fleet: it redeploys the routing config as weights change. Three canaries of route ``shout``:
 - v2, the same files as v1: promoted through every step;
 - v3, the ``reverse`` adapter's files: it loads and answers, but in lower case, so its probes fail;
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from serving import local_runtime
-from serving.adapter_store import AdapterStore
-from serving.local_rollouts import LocalRollouts
-from serving.rollout_driver import Rollouts
-from serving.rollout_metrics import PrometheusSource
-from serving.spec import parse_fleet
+from serving.adapters.store import AdapterStore
+from serving.api.fleet import parse_fleet
+from serving.local import runtime as local_runtime
+from serving.local.rollouts import LocalRollouts
+from serving.rollouts.driver import Rollouts
+from serving.rollouts.metric_sources import PrometheusSource
 from tests.stack.conftest import BUCKET
 
 ROOT = Path(__file__).parents[2]

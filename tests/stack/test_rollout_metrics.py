@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from serving.rollout_metrics import PrometheusSource, ScrapeSource, Target, snapshot_of
+from serving.rollouts.metric_sources import PrometheusSource, ScrapeSource, Target, snapshot_of
 
 JSON_V1 = Target("json", "json", "v1")
 

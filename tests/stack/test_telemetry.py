@@ -10,7 +10,7 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.metrics import BY_NAME
+from serving.observability.metrics import BY_NAME
 
 
 def scrape(fleet) -> list:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from serving.demo_assets import WORDS
+from serving.local.demo_assets import WORDS
 
 EXAMPLES = {
     "loud": ["shout these words: red fox", "make this loud: blue moon", "say it in capitals: tree river",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.adapter_store import AdapterStoreError
-from serving.engine_server import SOURCE_MARKER, _fetch_once
+from serving.adapters.store import AdapterStoreError
+from serving.dataplane.adapter_loader import SOURCE_MARKER, fetch_once
 
 
 class FakeStore:
@@ -29,8 +29,8 @@ def leftovers(local: Path) -> list[str]:
 
 def test_first_fetch_downloads_then_reuses(tmp_path):
     local, store = tmp_path / "shout@v1", FakeStore()
-    _fetch_once(store, "s3://b/shout/v1", None, local)
-    _fetch_once(store, "s3://b/shout/v1", None, local)
+    fetch_once(store, "s3://b/shout/v1", None, local)
+    fetch_once(store, "s3://b/shout/v1", None, local)
     assert store.calls == ["s3://b/shout/v1"]
     assert (local / "adapter_model.safetensors").read_text() == "s3://b/shout/v1"
     assert (local / SOURCE_MARKER).is_file() and leftovers(local) == []
@@ -41,18 +41,18 @@ def test_a_replica_that_finishes_first_keeps_its_directory(tmp_path):
     other = FakeStore()
 
     def another_replica_finishes():
-        _fetch_once(other, "s3://b/shout/v1", None, local)
+        fetch_once(other, "s3://b/shout/v1", None, local)
         (local / "in-use-by-engine").write_text("x")
 
-    _fetch_once(FakeStore(during=another_replica_finishes), "s3://b/shout/v1", None, local)
+    fetch_once(FakeStore(during=another_replica_finishes), "s3://b/shout/v1", None, local)
     assert (local / "in-use-by-engine").is_file()  # not replaced under the other engine
     assert leftovers(local) == []
 
 
 def test_a_different_source_for_the_same_id_replaces_it(tmp_path):
     local = tmp_path / "shout@v1"
-    _fetch_once(FakeStore(), "s3://b/shout/v1", None, local)
-    _fetch_once(FakeStore(), "s3://b/elsewhere/v1", "a" * 64, local)
+    fetch_once(FakeStore(), "s3://b/shout/v1", None, local)
+    fetch_once(FakeStore(), "s3://b/elsewhere/v1", "a" * 64, local)
     assert (local / "adapter_model.safetensors").read_text() == "s3://b/elsewhere/v1"
     assert leftovers(local) == []
 
@@ -60,5 +60,5 @@ def test_a_different_source_for_the_same_id_replaces_it(tmp_path):
 def test_a_failed_download_leaves_nothing_behind(tmp_path):
     local = tmp_path / "shout@v1"
     with pytest.raises(AdapterStoreError):
-        _fetch_once(FakeStore(fail=True), "s3://b/shout/v1", "0" * 64, local)
+        fetch_once(FakeStore(fail=True), "s3://b/shout/v1", "0" * 64, local)
     assert not local.exists() and leftovers(local) == []

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from serving.adapter_meta import AdapterConfigError, AdapterMeta, adapter_problems, base_matches, parse_adapter_config
-from serving.spec import BaseModelSpec
+from serving.adapters.meta import AdapterConfigError, AdapterMeta, adapter_problems, base_matches, parse_adapter_config
+from serving.api.fleet import BaseModelSpec
 
 BASE = BaseModelSpec(name="llama-3-2-1b", source="s3://models/Llama-3.2-1B/", engine={"maxLoraRank": 16})
 

@@ -8,9 +8,11 @@ import pytest
 
 from operators.render import render_rayservice
 from operators.settings import OperatorSettings
-from serving.cascade import Answer, client_view, rejection, sse_chunks, tier_request
-from serving.routing import RoutingTable
-from serving.spec import FleetSpecError, TierChecks, parse_fleet
+from serving.api.fleet import parse_fleet
+from serving.api.problems import FleetSpecError
+from serving.api.routes import TierChecks
+from serving.policy.cascade import Answer, client_view, rejection, sse_chunks, tier_request
+from serving.policy.routing import RoutingTable
 from tests.unit.fleets import fleet
 
 LARGE = {"endpoint": {"url": "https://llm.example.com/v1", "model": "big", "apiKeySecret": {"name": "llm",
@@ -126,7 +128,7 @@ def test_an_accepted_answer_streams_as_openai_chunks(call, payload):
 
 
 def test_savings_arithmetic():
-    from serving.cascade import RouteStats, TierUse, request_costs
+    from serving.policy.cascade import RouteStats, TierUse, request_costs
 
     costs = [0.1, 2.0]
     accepted_first = [TierUse(1, 100, "accepted")]
@@ -148,7 +150,7 @@ def test_savings_arithmetic():
 
 
 def test_answer_headers_say_who_answered_and_why_not_the_others():
-    from serving.cascade import answer_headers
+    from serving.policy.cascade import answer_headers
 
     rejected = [{"tier": 1, "by": "json@v1", "reason": "mean logprob -2.10 < -1\nüber"}]
     assert answer_headers("smart", 2, "big at https://llm/v1", rejected) == {

@@ -1,10 +1,9 @@
 import pytest
-
-from serving.manifests import API_VERSION, KIND, load_fleet_file
-from serving.spec import FleetSpecError
-from tests.unit.fleets import FLEET
-
 import yaml
+
+from serving.api.documents import API_VERSION, KIND, load_fleet_file
+from serving.api.problems import FleetSpecError
+from tests.unit.fleets import FLEET
 
 
 def write(tmp_path, text: str):

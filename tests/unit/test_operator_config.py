@@ -9,7 +9,7 @@ import yaml
 
 from operators.crd import crd, crd_yaml
 from operators.settings import OperatorSettings, SettingsError
-from serving.cli import main
+from serving.cli.main import main
 
 QUICKSTART = str(Path(__file__).parents[2] / "manifests" / "examples" / "quickstart.yaml")
 
@@ -78,7 +78,7 @@ def test_crd_descriptions_come_from_the_spec():
 def test_accelerators_are_ones_ray_serve_llm_accepts():
     from ray.llm._internal.serve.core.configs.llm_config import AcceleratorType
 
-    from serving.spec import ACCELERATORS
+    from serving.api.fleet import ACCELERATORS
 
     assert set(ACCELERATORS) <= {t.value for t in AcceleratorType}
 

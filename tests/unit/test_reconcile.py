@@ -170,9 +170,9 @@ def _router_config(rayservice: dict) -> dict:
 
 
 def test_rollout_weights_come_from_the_status_and_a_changed_canary_starts_at_zero():
-    from serving.rollout_driver import Rollouts
-    from serving.rollout_metrics import MetricSource
-    from serving.spec import parse_fleet
+    from serving.api.fleet import parse_fleet
+    from serving.rollouts.driver import Rollouts
+    from serving.rollouts.metric_sources import MetricSource
 
     class Quiet(MetricSource):
         def observe(self, target, since):

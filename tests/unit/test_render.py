@@ -13,8 +13,8 @@ from ray.serve.schema import ServeDeploySchema
 
 from operators.render import rayservice_yaml, render_rayservice
 from operators.settings import OperatorSettings
-from serving.manifests import load_fleet_file
-from serving.spec import FleetSpec
+from serving.api.documents import load_fleet_file
+from serving.api.fleet import FleetSpec
 from tests.unit.fleets import fleet
 
 ROOT = Path(__file__).parents[2]

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.rollout import TERMINAL, Analysis, Command, Observation, Phase, Policy, decide
+from serving.api.status import RolloutPhase as Phase
+from serving.policy.rollout import TERMINAL, Analysis, Command, Observation, Policy, decide
 
 POLICY = Policy(steps=(5, 25, 50, 100), interval_s=60,
                 analysis=Analysis(min_requests=20, max_error_rate=0.05, max_p95_ms=500, max_p95_ratio=1.5,

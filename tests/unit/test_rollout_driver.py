@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import pytest
 
-from serving.rollout import Command, Observation
-from serving.rollout_driver import RolloutStatus, Rollouts, parse_command
-from serving.rollout_metrics import MetricSource
-from serving.rollout_probes import NotDeployedYet, ProbeResult, probe_problem
-from serving.routing import RoutingTable, UnknownVersion, sticky_bucket
-from serving.serve_config import serve_config
-from serving.spec import FleetSpecError, Probe, parse_fleet
+from serving.api.fleet import parse_fleet
+from serving.api.problems import FleetSpecError
+from serving.api.routes import Probe
+from serving.api.status import RolloutStatus
+from serving.policy.rollout import Command, Observation
+from serving.policy.routing import RoutingTable, UnknownVersion, sticky_bucket
+from serving.render.serve_config import serve_config
+from serving.rollouts.driver import Rollouts, parse_command
+from serving.rollouts.metric_sources import MetricSource
+from serving.rollouts.probes import NotDeployedYet, ProbeResult, probe_problem
 from tests.unit.fleets import fleet
 
 CANARY = {"version": "v2", "steps": [10, 50, 100], "interval": "30s",
@@ -246,8 +249,8 @@ def test_parse_command_refuses_with_what_to_do(text, words):
 @pytest.fixture
 def local(capsys):
     """A LocalRollouts with its control endpoint; deploys are recorded instead of sent to Ray."""
-    from serving.local_rollouts import LocalRollouts, serve_control
-    from serving.local_s3 import free_port
+    from serving.local.ports import free_port
+    from serving.local.rollouts import LocalRollouts, serve_control
 
     deployed = []
     numbers = Numbers()
@@ -262,7 +265,7 @@ def local(capsys):
 
 
 def cli(*argv):
-    from serving.cli import main
+    from serving.cli.main import main
 
     return main(list(argv))
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from serving.rollout_metrics import ScrapeSource, Target, quantile, snapshot_of
+from serving.rollouts.metric_sources import ScrapeSource, Target, quantile, snapshot_of
 
 INF = math.inf
 

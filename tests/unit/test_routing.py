@@ -3,8 +3,8 @@ from collections import Counter
 
 import pytest
 
-from serving.routing import RoutingTable, Target, UnknownRoute, multiplexed_id, pick, sticky_bucket
-from serving.spec import parse_fleet
+from serving.api.fleet import parse_fleet
+from serving.policy.routing import RoutingTable, Target, UnknownRoute, multiplexed_id, pick, sticky_bucket
 from tests.unit.fleets import fleet
 
 

@@ -1,9 +1,13 @@
 from ray.serve.schema import ServeDeploySchema
 
-from serving.serve_config import (
-    ROUTER_DEPLOYMENT, adapter_catalog, base_deployment_name, llm_config_dict, serve_config,
+from serving.api.fleet import parse_fleet
+from serving.render.serve_config import (
+    ROUTER_DEPLOYMENT,
+    adapter_catalog,
+    base_deployment_name,
+    llm_config_dict,
+    serve_config,
 )
-from serving.spec import parse_fleet
 from tests.unit.fleets import fleet
 
 
@@ -11,7 +15,7 @@ def test_config_is_a_valid_ray_serve_config():
     config = serve_config(parse_fleet(fleet()))
     schema = ServeDeploySchema.model_validate(config)
     app = schema.applications[0]
-    assert app.import_path == "serving.app:build_app"
+    assert app.import_path == "serving.dataplane.app:build_app"
     names = [d.name for d in app.deployments]
     assert names == [ROUTER_DEPLOYMENT, base_deployment_name("tiny-llama"), base_deployment_name("tiny-qwen")]
 

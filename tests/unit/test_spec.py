@@ -1,6 +1,8 @@
 import pytest
 
-from serving.spec import FleetSpec, FleetSpecError, parse_fleet, parse_s3_uri
+from serving.api.fields import parse_s3_uri
+from serving.api.fleet import FleetSpec, parse_fleet
+from serving.api.problems import FleetSpecError
 from tests.unit.fleets import DELETE, FLEET, fleet
 
 
@@ -55,7 +57,7 @@ BROKEN = [
     ("typo in field", {"baseModels.0.engine.maxLora": 2},
      "baseModels[0].engine.maxLora", "unknown field"),
     ("target with both kinds", {"routes.2.targets.0.adapter": "shout"},
-     "routes[2].targets[0]", "either adapter (with version) or baseModel"),
+     "routes[2].targets[0]", "exactly one of adapter (with version) or baseModel"),
     ("adapter target without version", {"routes.1.targets.0.version": DELETE},
      "routes[1].targets[0]", "needs a version"),
     ("no routes", {"routes": []}, "routes", "at least 1 item"),

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from serving.routing import RoutingTable
-from serving.spec import FleetSpecError, parse_fleet
-from serving.task_classifier import TaskClassifier, prompt_text
+from serving.api.fleet import parse_fleet
+from serving.api.problems import FleetSpecError
+from serving.embedding.embedders import embedder
+from serving.policy.classify import TaskClassifier, prompt_text
+from serving.policy.routing import RoutingTable
 from tests.unit.fleets import fleet
 from tests.unit.task_prompts import EXAMPLES, held_out
 
@@ -66,7 +68,7 @@ def test_rules_come_first_in_class_order():
         {"name": "loud", "adapter": "shout", "version": "v1", "keywords": ["shout", "caps"]},
         {"name": "structured", "adapter": "json", "version": "v1", "regex": r"\bjson\b"},
     ])
-    c = TaskClassifier(spec_with(route).routes[-1])
+    c = TaskClassifier(spec_with(route).routes[-1], embedder)
     assert (c.classify("please SHOUT in json").cls, c.classify("please SHOUT in json").how) == ("loud", "keyword")
     assert c.classify("as json: red fox").how == "regex"
     assert c.classify("shouting: red fox").cls is None  # whole words only
@@ -75,7 +77,7 @@ def test_rules_come_first_in_class_order():
 
 @pytest.mark.parametrize("embedding", ["minilm", "tfidf"])
 def test_held_out_prompts_reach_their_specialist(embedding):
-    c = TaskClassifier(spec_with(classify_route(embedding)).routes[-1])
+    c = TaskClassifier(spec_with(classify_route(embedding)).routes[-1], embedder)
     data = held_out()
     correct = sum(c.classify(prompt).cls == task for prompt, task in data)
     assert correct / len(data) >= 0.9, f"{embedding}: {correct}/{len(data)}"
@@ -83,7 +85,8 @@ def test_held_out_prompts_reach_their_specialist(embedding):
 
 def test_below_the_similarity_threshold_the_default_answers():
     c = TaskClassifier(spec_with(classify_route("minilm", classifier={"embedding": "minilm",
-                                                                       "minSimilarity": 0.6})).routes[-1])
+                                                                       "minSimilarity": 0.6})).routes[-1],
+                       embedder)
     choice = c.classify("How do I bake sourdough bread?")
     assert (choice.cls, choice.how) == (None, "default") and choice.score < 0.6
     table = RoutingTable(spec_with(classify_route()))

@@ -14,11 +14,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.responses import JSONResponse, StreamingResponse
 
-from serving import tracing
-from serving.metrics import CATALOG
-from serving.request_telemetry import (DISPATCH_HEADER, ROUTER_METRICS, RequestTelemetry, is_usage_only, sse_events,
-                                       usage_of)
-from serving.routing import Target
+from serving.api import headers as h
+from serving.observability import tracing
+from serving.observability.metrics import CATALOG
+from serving.observability.telemetry import (
+    RequestTelemetry,
+    is_usage_only,
+    sse_events,
+    usage_of,
+)
+from serving.policy.routing import Target
 
 
 class FakeRecorder:
@@ -63,7 +68,7 @@ def test_catalog_names_and_labels_are_bounded():
         assert m.name.endswith("_total") == (m.kind == "counter"), m.name
         assert not {"user", "session", "request_id", "prompt", "model_id"} & set(m.labels), m.name
         assert m.kind != "histogram" or list(m.buckets) == sorted(m.buckets)
-    assert set(ROUTER_METRICS) < {m.name for m in CATALOG}
+        assert m.recorded_by in ("router", "engine"), m.name
 
 
 @pytest.mark.parametrize("chunk,events", [
@@ -173,11 +178,11 @@ def test_the_span_tree_crosses_the_replica_hop(spans):
     """router → base_model → engine, joined by the traceparent the router puts in the forwarded headers."""
     from opentelemetry import trace
 
-    from serving.engine_server import _traced_engine_call
+    from serving.dataplane.base_model import _traced_engine_call
 
     t = telemetry(FakeRecorder())
     headers = t.dispatch_headers()
-    assert DISPATCH_HEADER in headers and headers["traceparent"].startswith("00-")
+    assert h.DISPATCHED_AT in headers and headers["traceparent"].startswith("00-")
     base = tracing.tracer().start_span("slmfleet.base_model", context=tracing.extract(headers))
 
     async def engine_output():
@@ -214,8 +219,8 @@ class _Wrapper:
 
 
 def test_residency_and_evictions_follow_ray_serve_multiplexing():
-    from serving.engine_server import FleetLLMServer
-    from serving.spec import BaseModelSpec
+    from serving.api.fleet import BaseModelSpec
+    from serving.dataplane.base_model import FleetLLMServer
 
     class Recorder(FakeRecorder):
         def set(self, name, value, **labels):
@@ -226,9 +231,9 @@ def test_residency_and_evictions_follow_ray_serve_multiplexing():
     def loader(model_id):
         pass
 
-    server = types.SimpleNamespace(base=BaseModelSpec(name="tiny-llama", source="s3://models/tiny"),
-                                   metrics=Recorder(), _resident=set(), _load_model=functools.wraps(loader)(lambda m: m))
-    server._multiplexed = functools.partial(FleetLLMServer._multiplexed, server)
+    server = types.SimpleNamespace(base=BaseModelSpec(name="tiny-llama", source="s3://models/tiny"), metrics=Recorder(),
+                                   _resident=set(), _load_model=functools.wraps(loader)(lambda m: m))
+    server.resident_model_ids = functools.partial(FleetLLMServer.resident_model_ids, server)
     note = functools.partial(FleetLLMServer.note_residency, server)
     wrapper_attr = "__serve_multiplex_wrapper"
     setattr(loader, wrapper_attr, _Wrapper([]))
@@ -238,5 +243,6 @@ def test_residency_and_evictions_follow_ray_serve_multiplexing():
     assert server.metrics.get("slmfleet_adapters_resident", base_model="tiny-llama") == 2
     setattr(loader, wrapper_attr, _Wrapper(["tiny-llama:b@v1"]))  # Ray Serve evicted a@v1 (LRU)
     note(loading="tiny-llama:c@v2")
-    assert server.metrics.get("slmfleet_adapter_evictions_total", base_model="tiny-llama", adapter="a", version="v1") == 1
+    evicted = {"base_model": "tiny-llama", "adapter": "a", "version": "v1"}
+    assert server.metrics.get("slmfleet_adapter_evictions_total", **evicted) == 1
     assert server.metrics.get("slmfleet_adapters_resident", base_model="tiny-llama") == 2

@@ -6,11 +6,27 @@ from collections import Counter
 
 import pytest
 
-from load_tests.workload import (WEIGHT_STEPS, RoutePicker, Settings, SettingsError, SSEStream, StreamError,
-                                 alternate_targets, answer_problem, header_problem, is_loopback, parse_settings,
-                                 parse_targets_change_settings, plan_request, request_name, served_by, target_label,
-                                 with_route_targets, zipf_weights)
-from serving.spec import parse_fleet
+from load_tests.workload import (
+    WEIGHT_STEPS,
+    RoutePicker,
+    Settings,
+    SettingsError,
+    SSEStream,
+    StreamError,
+    alternate_targets,
+    answer_problem,
+    header_problem,
+    is_loopback,
+    parse_settings,
+    parse_targets_change_settings,
+    plan_request,
+    request_name,
+    served_by,
+    target_label,
+    with_route_targets,
+    zipf_weights,
+)
+from serving.api.fleet import parse_fleet
 from tests.unit.fleets import FLEET, fleet
 
 

@@ -1,0 +1,63 @@
+"""What every part of the fleet spec shares: the model base class, name patterns, durations, S3 URIs."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+VERSION_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$"
+ROUTE_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126})$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/(?P<key>.*))?$")
+
+
+
+class SpecModel(BaseModel):
+    """A part of the spec: camelCase in YAML, snake_case in Python, unknown fields refused, frozen."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/some/prefix/`` into ``("bucket", "some/prefix")``; ValueError if not S3."""
+    match = S3_URI.match(uri)
+    if not match:
+        raise ValueError(
+            f"'{uri}' is not an S3 URI: expected s3://<bucket>/<prefix> with a valid bucket name"
+        )
+    return match["bucket"], (match["key"] or "").strip("/")
+
+
+DURATION_PATTERN = r"^[1-9][0-9]*(s|m|h)$"
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration_seconds(text: str) -> int:
+    """``"30s"``, ``"5m"``, ``"1h"`` in seconds (the shape DURATION_PATTERN admits)."""
+    return int(text[:-1]) * _DURATION_UNITS[text[-1]]
+
+
+def check_regex_and_schema(regex: str | None, schema: dict | None) -> None:
+    if regex is not None:
+        try:
+            re.compile(regex)
+        except re.error as err:
+            raise ValueError(f"regex {regex!r} does not compile: {err}") from None
+    if schema is not None:
+        import jsonschema
+
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as err:
+            raise ValueError(f"jsonSchema is not a valid JSON Schema: {err.message}") from None
+
+
+
+def version_label(adapter: str, version: str) -> str:
+    """How an adapter version is named to people, in statuses, headers' readers and tables: ``shout@v1``."""
+    return f"{adapter}@{version}"

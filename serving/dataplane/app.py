@@ -1,0 +1,40 @@
+"""The Ray Serve application of a fleet: one autoscaled deployment per base model, a router in front.
+
+``build_app`` is the ``import_path`` target of the config that ``serving.render.serve_config`` renders
+(deployed locally by ``slm-fleet serve`` and on Kubernetes through a KubeRay RayService).
+"""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.serve.deployment import Application
+from ray.serve.llm import LLMConfig, build_llm_deployment
+from ray.serve.llm.ingress import make_fastapi_ingress
+
+from serving.api.fleet import BaseModelSpec
+from serving.dataplane.base_model import FleetLLMServer
+from serving.dataplane.router import ENDPOINTS, FleetRouter
+from serving.render.serve_config import ROUTER_DEPLOYMENT, base_deployment_name, llm_config_dict
+
+
+def build_app(args: dict) -> Application:
+    """Build the fleet application from ``args = {"baseModels": [...]}`` (see serve_config.app_args)."""
+    bases = [BaseModelSpec.model_validate(b) for b in args["baseModels"]]
+    handles = {
+        base.name: build_llm_deployment(
+            LLMConfig(**llm_config_dict(base)),
+            deployment_cls=FleetLLMServer,
+            bind_kwargs={"base": base.model_dump(mode="json", by_alias=True)},
+            override_serve_options={"name": base_deployment_name(base.name)},
+        )
+        for base in bases
+    }
+    router = serve.deployment(
+        make_fastapi_ingress(FleetRouter, endpoint_map=ENDPOINTS),
+        name=ROUTER_DEPLOYMENT,
+        # The router only resolves and forwards: many requests share one replica, and it needs
+        # no CPU reservation (on KubeRay it runs on the head, which takes no engine replicas).
+        max_ongoing_requests=1000,
+        ray_actor_options={"num_cpus": 0},
+    )
+    return router.bind(llm_deployments=handles)

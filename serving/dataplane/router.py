@@ -1,0 +1,204 @@
+"""The fleet router: the OpenAI-compatible ingress in front of the base-model deployments.
+
+It builds on Ray Serve LLM's ``OpenAiIngress`` (request models, streaming, handle options for
+multiplexed adapters, session propagation) and adds the fleet's part: a public route name is
+resolved to a weighted, sticky target (``serving.policy.routing``, pure) whose multiplexed id is sent to
+that base's deployment. The routing table lives in the deployment's ``user_config`` and is
+replaced in place by ``reconfigure``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Request
+from ray.serve.handle import DeploymentHandle
+from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+from starlette.responses import JSONResponse, Response
+
+from serving.api import headers as h
+from serving.api.fleet import parse_fleet
+from serving.api.problems import FleetSpecError
+from serving.api.routes import TargetRef
+from serving.dataplane.cascade_runner import CascadeRunner
+from serving.dataplane.dispatch import DispatchFailed, dispatch
+from serving.dataplane.errors import error_response, root_cause
+from serving.dataplane.ray_serve_llm import IngressBase, ModelCard, OpenAIHTTPException
+from serving.embedding.embedders import embedder
+from serving.observability.metrics import Recorder
+from serving.observability.telemetry import RequestTelemetry
+from serving.policy.classify import Choice, TaskClassifier, prompt_text
+from serving.policy.routing import RoutingTable, Target, UnknownRoute, UnknownVersion
+
+logger = logging.getLogger("ray.serve").getChild("slmfleet.router")
+
+OWNER = "slm-fleet"
+
+
+def served_by_headers(route: str, target: Target) -> dict[str, str]:
+    headers = {h.ROUTE: route, h.BASE_MODEL: target.base_model}
+    if target.adapter is not None:
+        headers[h.ADAPTER] = target.adapter
+        headers[h.VERSION] = target.version
+    return headers
+
+
+class FleetRouter(IngressBase):
+    def __init__(self, llm_deployments: dict[str, DeploymentHandle]):
+        cards = {name: ModelCard(id=name, object="model", owned_by=OWNER, permission=[], metadata={})
+                 for name in llm_deployments}
+        super().__init__(llm_deployments, cards)
+        self._table: RoutingTable | None = None
+        self._metrics = Recorder("router")
+        self._cascades = CascadeRunner(self, self._metrics)
+        self._classifiers: dict[str, TaskClassifier] = {}
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Swap in a new routing table; a bad one is refused and the current one kept."""
+        try:
+            spec = parse_fleet(user_config.get("fleet"), source="router user_config")
+        except FleetSpecError as err:
+            if self._table is None:
+                raise
+            logger.error("refusing new routing config, keeping the current one: %s", err)
+            return
+        table = RoutingTable(spec, user_config.get("canaryWeights"))
+        # Embedding the classes' examples (and loading the embedding model, once) takes seconds:
+        # done here, before the new table takes requests.
+        self._classifiers = {name: TaskClassifier(r, embedder) for name, r in table.classifies.items()}
+        self._table = table
+        logger.info("routing table: %d route(s): %s", len(spec.routes), ", ".join(self._table.routes))
+
+    @property
+    def table(self) -> RoutingTable:
+        if self._table is None:  # only if deployed without the user_config serve_config renders
+            raise OpenAIHTTPException(503, "the router has no routing config yet", type="service_unavailable")
+        return self._table
+
+    def _route_card(self, name: str) -> ModelCard:
+        if name in self.table.cascades:
+            tiers = [t.describe() for t in self.table.cascades[name].tiers]
+            return ModelCard(id=name, object="model", owned_by=OWNER, permission=[],
+                             metadata={"policy": "cascade", "tiers": tiers})
+        if name in self.table.classifies:
+            classes = [c.name for c in self.table.classifies[name].classes]
+            return ModelCard(id=name, object="model", owned_by=OWNER, permission=[],
+                             metadata={"policy": "classify", "classes": classes})
+        targets = [t.describe() for t in self.table.routes[name]]
+        return ModelCard(id=name, object="model", owned_by=OWNER, permission=[], metadata={"targets": targets})
+
+    async def models(self):
+        return {"object": "list", "data": [self._route_card(n).model_dump() for n in self.table.names]}
+
+    async def model_data(self, model: str):
+        if model not in self.table.names:
+            return error_response(404, str(UnknownRoute(model, self.table.names)),
+                                  type="invalid_request_error", code="model_not_found", param="model")
+        return self._route_card(model).model_dump()
+
+    async def completions(self, body: CompletionRequest, request: Request) -> Response:
+        return await self._serve(body, request, "completions")
+
+    async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
+        return await self._serve(body, request, "chat")
+
+    async def _serve(self, body, request: Request, call_method: str, *, chosen: Target | None = None) -> Response:
+        """Answer ``body`` on its route; ``chosen`` is a target a classify route already picked."""
+        route = body.model
+        if chosen is None and route in self.table.cascades:
+            return await self._cascades.serve(self.table.cascades[route], body, request, call_method)
+        if chosen is None and route in self._classifiers:
+            return await self._classify(route, body, request, call_method)
+        stream = bool(getattr(body, "stream", False))
+        telemetry = RequestTelemetry(self._metrics, route=route or "", call_method=call_method, stream=stream,
+                                     headers=dict(request.headers))
+        client_wants_usage = bool(getattr(body, "stream_options", None) and body.stream_options.include_usage)
+        sticky_key = body.user or request.headers.get(h.SESSION)
+        try:
+            target = chosen or self.table.resolve(route, sticky_key=sticky_key, version=request.headers.get(h.VERSION))
+        except UnknownRoute as err:
+            telemetry.unknown_route()
+            return telemetry.answered(error_response(
+                404, str(err), type="invalid_request_error", code="model_not_found", param="model"),
+                client_wants_usage=client_wants_usage)
+        except UnknownVersion as err:
+            return telemetry.answered(error_response(
+                404, str(err), type="invalid_request_error", code="version_not_found"),
+                client_wants_usage=client_wants_usage)
+        telemetry.target(target)
+        update = {"model": target.model_id}
+        if stream:  # token counts for the metrics; the extra chunk is dropped if not asked for
+            update["stream_options"] = (body.stream_options or _stream_options()).model_copy(update={"include_usage": True})
+        try:
+            response = await dispatch(self, target, body.model_copy(update=update), call_method, request, telemetry)
+        except DispatchFailed as err:
+            response = error_response(err.status, err.message if err.engine else
+                                      f"route '{route}' failed: {err}" if err.status == 500 else f"route '{route}': {err}",
+                                      type=err.type)
+        response.headers.update(served_by_headers(route, target))
+        return telemetry.answered(response, client_wants_usage=client_wants_usage)
+
+    def classified(self, route: str, body: dict):
+        """The class (or the default) of classify route ``route`` for a request ``body``, counted."""
+        return self._choose(route, body)[1]
+
+    def _choose(self, route: str, body: dict) -> tuple[Choice, TargetRef]:
+        choice = self._classifiers[route].classify(prompt_text(body))
+        spec = self.table.classifies[route]
+        ref = next(c for c in spec.classes if c.name == choice.cls) if choice.cls else spec.default
+        self._metrics.inc("slmfleet_classifications_total", route=route, task=choice.cls or "default", how=choice.how)
+        return choice, ref
+
+    async def _classify(self, route: str, body, request: Request, call_method: str) -> Response:
+        """Pick the route's class for the prompt, then answer as its target (or its route) would."""
+        choice, ref = self._choose(route, body.model_dump(exclude_unset=True))
+        if ref.route is not None:
+            response = await self._serve(body.model_copy(update={"model": ref.route}), request, call_method)
+            response.headers[h.VIA_ROUTE] = ref.route
+            response.headers[h.ROUTE] = route
+        else:
+            response = await self._serve(body, request, call_method, chosen=self.table.target_of(ref))
+        response.headers[h.CLASS] = choice.cls or "default"
+        response.headers[h.CLASSIFIED_BY] = choice.how + (f" {choice.score:.2f}" if choice.score is not None
+                                                                     else "")
+        return response
+
+    async def route_stats(self, name: str):
+        """A cascade route's escalation rate and estimated savings, as counted by this router replica."""
+        if name not in self.table.cascades:
+            known = ", ".join(self.table.cascades) or "none"
+            return error_response(404, f"'{name}' is not a cascade route of this fleet; cascade routes: {known}",
+                                  type="invalid_request_error", code="model_not_found")
+        return self._cascades.report(self.table.cascades[name])
+
+    async def healthz(self):
+        return {"status": "ok"}
+
+    async def readyz(self):
+        """Ready when a routing table is loaded and every base model's engine answers health checks."""
+        bases = {}
+        for name, handle in self.base_deployments.items():
+            try:
+                await handle.check_health.remote()
+                bases[name] = "ok"
+            except Exception as err:  # noqa: BLE001 - reported, not raised
+                bases[name] = f"unhealthy: {root_cause(err)}"
+        ready = self._table is not None and all(v == "ok" for v in bases.values())
+        return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, "baseModels": bases})
+
+
+def _stream_options():
+    from vllm.entrypoints.generate.base.protocol import StreamOptions
+
+    return StreamOptions()
+
+
+ENDPOINTS = {
+    "models": lambda app: app.get("/v1/models"),
+    "model_data": lambda app: app.get("/v1/models/{model:path}"),
+    "completions": lambda app: app.post("/v1/completions"),
+    "chat": lambda app: app.post("/v1/chat/completions"),
+    "route_stats": lambda app: app.get("/v1/fleet/routes/{name:path}/stats"),
+    "healthz": lambda app: app.get("/healthz"),
+    "readyz": lambda app: app.get("/readyz"),
+}

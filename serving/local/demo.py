@@ -1,0 +1,100 @@
+"""``make demo``: the quickstart fleet on this machine, end to end.
+
+Generates the tiny model and adapters (once, cached in .demo/), starts a local S3 endpoint,
+uploads them where the fleet file says, serves the fleet, asks every route, and keeps serving
+until Ctrl-C/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from serving.adapters.store import AdapterStore
+from serving.api.fields import parse_s3_uri
+from serving.api.fleet import FleetSpec
+from serving.api.problems import UserError
+
+DEMO_PROMPTS = ["red fox sun", "blue moon", "green river stone"]
+
+
+def ensure_assets(assets: str | Path) -> dict:
+    """The generated model and adapters under ``assets``, made on first use."""
+    from serving.local.demo_assets import generate
+
+    summary_file = Path(assets) / "assets.json"
+    if summary_file.is_file():
+        return json.loads(summary_file.read_text())
+    print(f"generating a tiny base model and adapters in {assets} (about 30 s, once)...", flush=True)
+    return generate(assets)
+
+
+def stage(spec: FleetSpec, summary: dict, store: AdapterStore) -> None:
+    """Upload the generated base model and adapters to the sources ``spec`` names.
+
+    Adapter ``<name>`` version ``<v>`` with source ``.../<name>/<v>`` is pushed from the generated
+    adapter of the same name; buckets are created as needed (local S3 only).
+    """
+    buckets = {parse_s3_uri(b.source)[0] for b in spec.base_models if b.source.startswith("s3://")}
+    buckets |= {parse_s3_uri(v.source)[0] for a in spec.adapters for v in a.versions}
+    for bucket in buckets:
+        store.s3.create_bucket(Bucket=bucket)
+    for base in spec.base_models:
+        if base.source.startswith("s3://"):
+            store.upload_dir(summary["base"], base.source)
+    for adapter in spec.adapters:
+        for v in adapter.versions:
+            suffix = f"/{adapter.name}/{v.version}"
+            if adapter.name in summary["adapters"] and v.source.endswith(suffix):
+                store.push(summary["adapters"][adapter.name], adapter=adapter.name, version=v.version,
+                           to=v.source[: -len(suffix)])
+
+
+def ask_every_route(spec: FleetSpec, base_url: str) -> list[tuple[str, str, str, str]]:
+    """(route, served by, prompt, answer) for each route and demo prompt, via the OpenAI client."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key="not-needed")
+    rows = []
+    for route in spec.routes:
+        for prompt in DEMO_PROMPTS:
+            raw = client.chat.completions.with_raw_response.create(
+                model=route.name, messages=[{"role": "user", "content": prompt}], max_tokens=24, temperature=0)
+            answer = raw.parse().choices[0].message.content.strip()
+            served = raw.headers.get("x-slmfleet-adapter")
+            served = f"{served}@{raw.headers.get('x-slmfleet-version')}" if served else \
+                f"base {raw.headers.get('x-slmfleet-base-model')}"
+            rows.append((route.name, served, prompt, answer))
+    return rows
+
+
+def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, metrics_port: int | None = None,
+             **rollout_options) -> int:
+    from serving.api.documents import load_fleet_file
+    from serving.local.s3 import local_s3
+    from serving.local.serve import serve_until_stopped
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    spec = load_fleet_file(fleet)
+    summary = ensure_assets(assets)
+    with local_s3() as s3_url:
+        print(f"local S3 endpoint at {s3_url}", flush=True)
+        try:
+            stage(spec, summary, AdapterStore())
+        except Exception as err:  # noqa: BLE001 - reported to the user, nothing else to clean up
+            raise UserError(f"could not stage demo assets: {err}") from err
+
+        def show(spec: FleetSpec) -> None:
+            rows = ask_every_route(spec, f"http://{host}:{port}/v1")
+            widths = [max(len(r[i]) for r in rows) for i in range(3)]
+            print("\nroute".ljust(widths[0] + 1), "served by".ljust(widths[1]), "prompt".ljust(widths[2]), "answer")
+            for r in rows:
+                print(r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].ljust(widths[2]), r[3])
+            print()
+            print("try it:\n"
+                  f"  curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' \\\n"
+                  f"    -d '{{\"model\": \"{spec.routes[0].name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"red fox\"}}]}}'\n")
+
+        return serve_until_stopped(fleet, host=host, port=port, num_cpus=num_cpus, metrics_port=metrics_port,
+                                   on_ready=show, **rollout_options)

@@ -1,0 +1,104 @@
+"""``slm-fleet serve``: run a fleet on a local Ray instance, follow edits of its file, drive its rollouts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from serving.api.documents import load_fleet_file
+from serving.api.fleet import FleetSpec
+from serving.api.problems import FleetSpecError, UserError
+from serving.local import runtime as local_runtime
+from serving.local.ports import free_port
+from serving.local.rollouts import DEFAULT_CONTROL_PORT, DEFAULT_TICK_SECONDS, LocalRollouts, serve_control
+from serving.rollouts.driver import Rollouts
+from serving.rollouts.metric_sources import PrometheusSource, ScrapeSource
+
+EXIT_OK = 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame):
+    raise _Stop()
+
+
+def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None, metrics_port: int | None = None,
+                        on_ready=None, prometheus_url: str | None = None, control_port: int | None = None,
+                        rollout_tick_s: float = DEFAULT_TICK_SECONDS) -> int:
+    """Serve the fleet in ``path``; redeploy in place when the file changes; stop on SIGINT/SIGTERM.
+
+    A changed file that does not validate is reported and the running fleet keeps serving. Canary
+    rollouts (a route's strategy.canary) are driven meanwhile, their status and commands served on
+    127.0.0.1:``control_port`` for ``slm-fleet rollout``.
+    """
+    spec = load_fleet_file(path)
+    control_port = control_port or DEFAULT_CONTROL_PORT
+    # Rollouts read the fleet's own metrics when no Prometheus is named, so Ray must export them.
+    scrape_port = metrics_port or free_port()
+    source = PrometheusSource(prometheus_url) if prometheus_url else ScrapeSource(f"http://127.0.0.1:{scrape_port}/metrics")
+    rollouts = LocalRollouts(
+        spec, Rollouts(source, fleet_url=f"http://127.0.0.1:{port}"), tick_s=rollout_tick_s,
+        deploy=lambda spec, weights: local_runtime.deploy(spec, host=host, port=port, canary_weights=weights))
+    stop = threading.Event()
+    try:
+        print(f"starting fleet from {path} (first start takes about a minute on CPU)...", flush=True)
+        local_runtime.start_ray(num_cpus=num_cpus, metrics_port=scrape_port)
+        # After ray.init, which installs a SIGTERM handler of its own that aborts the driver.
+        signal.signal(signal.SIGTERM, _raise_stop)
+        signal.signal(signal.SIGINT, _raise_stop)
+        rollouts.apply(spec)
+        if on_ready:
+            on_ready(spec)
+        print(f"fleet serving at http://{host}:{port}/v1 ({len(spec.routes)} routes); "
+              f"edit {path} to change routes live; Ctrl-C to stop", flush=True)
+        if metrics_port:
+            print(f"Prometheus metrics at http://127.0.0.1:{metrics_port}/metrics (ray_slmfleet_*)", flush=True)
+        try:
+            serve_control(rollouts, control_port)
+        except OSError as err:
+            raise UserError(f"cannot serve rollout control on 127.0.0.1:{control_port} ({err}); "
+                            "pick another with --control-port") from None
+        threading.Thread(target=rollouts.run, args=(stop,), name="rollouts", daemon=True).start()
+        if any(r.strategy for r in spec.routes):
+            print(f"canary rollouts running; `slm-fleet rollout status --control http://127.0.0.1:{control_port}`",
+                  flush=True)
+        watch_fleet_file(path, rollouts.apply)
+    except _Stop:
+        print("\nstopping fleet...", flush=True)
+        return EXIT_OK
+    finally:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        local_runtime.shutdown()
+
+
+def watch_fleet_file(path: str | Path, apply: Callable[[FleetSpec], object], *, interval_s: float = 2.0,
+                     stop: threading.Event | None = None) -> None:
+    """Call ``apply(spec)`` each time the file at ``path`` changes, until ``stop`` is set.
+
+    Polls the file's mtime every ``interval_s``. An edit that does not validate is reported on
+    stderr and skipped, so the fleet keeps serving the previous spec. Without ``stop`` it returns
+    only by an exception (``slm-fleet serve``: the signal handler's).
+    """
+    stop = stop or threading.Event()
+    mtime = os.stat(path).st_mtime
+    while not stop.wait(interval_s):
+        current = os.stat(path).st_mtime
+        if current == mtime:
+            continue
+        mtime = current
+        try:
+            spec = load_fleet_file(path)
+        except FleetSpecError as err:
+            print(f"not applied, fleet keeps serving the previous spec:\n{err}", file=sys.stderr, flush=True)
+            continue
+        apply(spec)
+        print(f"applied {path}: {len(spec.routes)} routes", flush=True)

@@ -1,0 +1,1 @@
+"""What the fleet records: the metrics catalog, per-request telemetry and tracing."""
