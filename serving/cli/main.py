@@ -11,6 +11,7 @@ import yaml
 
 from serving.api.problems import FleetSpecError, UserError
 from serving.local.rollouts import DEFAULT_CONTROL_PORT, DEFAULT_TICK_SECONDS
+from serving.render.serve_config import APP_NAME
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -42,8 +43,11 @@ def cmd_serve_config(args) -> int:
     from serving.api.documents import load_fleet_file
     from serving.render.serve_config import serve_config
 
+    if not args.route_prefix.startswith("/"):
+        raise UserError(f"--route-prefix {args.route_prefix!r} must start with '/' (e.g. /team-a)")
     spec = load_fleet_file(args.file)
-    print(yaml.safe_dump(serve_config(spec, host=args.host, port=args.port), sort_keys=False), end="")
+    config = serve_config(spec, host=args.host, port=args.port, app_name=args.app_name, route_prefix=args.route_prefix)
+    print(yaml.safe_dump(config, sort_keys=False), end="")
     return EXIT_OK
 
 
@@ -188,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("serve-config", help="print the Ray Serve config (serveConfigV2) for a fleet")
     sc.add_argument("file")
     serving_args(sc)
+    sc.add_argument("--app-name", default=APP_NAME,
+                    help=f"Ray Serve application name (default {APP_NAME}); another name lets a fleet share a Ray "
+                         "cluster with other applications")
+    sc.add_argument("--route-prefix", default="/", help="HTTP path the fleet's API is served under (default /)")
     sc.set_defaults(fn=cmd_serve_config, host="0.0.0.0")
 
     c = sub.add_parser("crd", help="print the ModelFleet CustomResourceDefinition (generated from the spec)")

@@ -12,19 +12,17 @@ import contextlib
 import copy
 import datetime
 import itertools
-import os
 import uuid
 from pathlib import Path
 
+import aiohttp.web
 import httpx
 import kmock
 import kopf
 import pytest
 import yaml
 
-# Read when the handlers are registered (kopf timers take their interval then): rollouts tick fast here.
-os.environ.setdefault("SLMFLEET_ROLLOUT_TICK_SECONDS", "0.5")
-import operators.handlers  # noqa: E402, F401 - registers the handlers with kopf
+import operators.handlers  # noqa: F401 - registers the handlers with kopf
 
 ROOT = Path(__file__).parents[2]
 FLEETS = "/apis/slmfleet.io/v1alpha1/namespaces/default/modelfleets"
@@ -59,6 +57,13 @@ class KubeAPI(kmock.KubernetesEmulator):
                 if stored is not None and "spec" in data and request.subresource is None:
                     meta["generation"] = stored.get("metadata", {}).get("generation", 1) + 1
         return await super()._handle(request)
+
+    async def _render_error(self, exc: Exception):
+        # The API server answers errors as a Status with Content-Type exactly "application/json";
+        # lightkube raises its ApiError only then (aiohttp's json_response adds "; charset=utf-8").
+        response = await super()._render_error(exc)
+        return aiohttp.web.Response(body=response.body, status=response.status,
+                                    headers={"Content-Type": "application/json"})
 
 
 @pytest.fixture
@@ -112,6 +117,7 @@ def operator_env() -> dict[str, str]:
 async def operator(k8s, monkeypatch, operator_env):
     monkeypatch.setenv("SLMFLEET_KUBE_API", str(k8s.url).rstrip("/"))
     monkeypatch.setenv("SLMFLEET_RAY_IMAGE", "registry.test/slm-fleet/serving:test")
+    monkeypatch.setenv("SLMFLEET_ROLLOUT_TICK_SECONDS", "0.5")  # read at the operator's startup: rollouts tick fast
     for name, value in operator_env.items():
         monkeypatch.setenv(name, value)
     op = Operator()

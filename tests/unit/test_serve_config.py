@@ -64,3 +64,16 @@ def test_llm_config_is_accepted_by_ray_serve_llm():
     from ray.serve.llm import LLMConfig
 
     LLMConfig(**llm_config_dict(parse_fleet(fleet()).base("tiny-llama")))
+
+
+def test_serve_config_command_names_the_application_and_its_route_prefix(capsys):
+    import yaml
+
+    from serving.cli.main import main
+
+    assert main(["serve-config", "manifests/examples/quickstart.yaml", "--app-name", "team-a",
+                 "--route-prefix", "/team-a"]) == 0
+    app = ServeDeploySchema.model_validate(yaml.safe_load(capsys.readouterr().out)).applications[0]
+    assert (app.name, app.route_prefix) == ("team-a", "/team-a")
+    assert main(["serve-config", "manifests/examples/quickstart.yaml", "--route-prefix", "team-a"]) == 1
+    assert "--route-prefix 'team-a' must start with '/'" in capsys.readouterr().err
