@@ -92,7 +92,8 @@ async def reconcile_fleet(fleet: dict, *, memo: kopf.Memo, rollouts: dict[str, R
         # (the per-object logger would post the same line as a second Event).
         type_, reason, message = decided.event
         (kopf.warn if type_ == "Warning" else kopf.info)(fleet, reason=reason, message=message)
-        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s/%s %s: %s", namespace, name, reason, message)
+        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s/%s %s: %s", namespace, name, reason,
+                message)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -177,7 +178,8 @@ async def advance_rollouts(fleet: dict, memo: kopf.Memo) -> None:
     await reconcile_fleet(fleet, memo=memo, rollouts=tick.statuses)
     for type_, reason, message in tick.events:
         (kopf.warn if type_ == "Warning" else kopf.info)(fleet, reason=reason, message=message)
-        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s/%s %s: %s", namespace, name, reason, message)
+        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s/%s %s: %s", namespace, name, reason,
+                message)
     if annotation is not None:  # consumed: a command applies once
         await memo.api.patch(ModelFleet, name, {"metadata": {"annotations": {COMMAND_ANNOTATION: None}}},
                              namespace=namespace, patch_type=PatchType.MERGE)

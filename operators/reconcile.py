@@ -113,7 +113,8 @@ def plan(fleet: dict, rayservice: dict | None, *, settings: OperatorSettings, no
         message = "spec is invalid; the running fleet is unchanged: " + "; ".join(result.problems)
         status = FleetStatus.model_validate(old_status) if old_status else FleetStatus()
         status.conditions = [c for c in status.conditions if c.type not in ("Reconciled",)] + [
-            _condition("Reconciled", "False", "InvalidSpec", message, generation=generation, previous=previous, now=now)]
+            _condition("Reconciled", "False", "InvalidSpec", message, generation=generation, previous=previous,
+                       now=now)]
         result.event = ("Warning", "InvalidSpec", message)
         return _with_status(result, status, old_status)
 

@@ -1,7 +1,8 @@
 """``python -m load_tests.bench [NAME ...]``: run the benchmarks against the local tiny fleet.
 
-Each benchmark prints its figures and writes them to ``.bench/<name>.json`` (``--out``). The
-control-path benchmark needs no servers; the others share one fleet started here.
+Each benchmark prints its figures and writes them to ``.bench/<name>.json`` (``--out``), under
+``figures``, named by the rule in docs/benchmarks.md ("Naming"). The control-path benchmark needs
+no servers; the others share one fleet started here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,11 @@
 """The fleet benchmarks. Each returns its figures as a dict; every figure is a ratio (or a
-difference) of two things measured side by side in the same run, so machine noise cancels."""
+difference) of two things measured side by side in the same run, so machine noise cancels.
+
+Figure names follow one rule (docs/benchmarks.md, "Naming"): ``<quantity>_<a>_over_<b>`` is a
+ratio, ``<quantity>_<a>_minus_<b>_ms`` a difference in milliseconds, any other name ends in its
+unit; the things compared have fixed names (``fleet``, ``ray_serve_llm``, ``vllm``, ``random``,
+``affine``, ...).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +30,10 @@ def control_path(sizes=(10, 100, 1000), repeat: int = 5) -> dict:
         return {
             "baseModels": [{"name": "base-a", "source": "s3://models/a"}, {"name": "base-b", "source": "s3://models/b"}],
             "adapters": [{"name": f"adapter-{i}", "baseModel": "base-a" if i % 2 else "base-b",
-                          "versions": [{"version": "v1", "source": f"s3://adapters/adapter-{i}/v1"}]} for i in range(n)],
-            "routes": [{"name": f"route-{i}", "targets": [{"adapter": f"adapter-{i}", "version": "v1"}]} for i in range(n)],
+                          "versions": [{"version": "v1", "source": f"s3://adapters/adapter-{i}/v1"}]}
+                         for i in range(n)],
+            "routes": [{"name": f"route-{i}", "targets": [{"adapter": f"adapter-{i}", "version": "v1"}]}
+                       for i in range(n)],
         }
 
     rows = {}
@@ -39,10 +47,12 @@ def control_path(sizes=(10, 100, 1000), repeat: int = 5) -> dict:
             render_rayservice(spec, name="bench", namespace="bench", settings=OperatorSettings())
             times.append(time.perf_counter() - started)
         median = statistics.median(times)
-        rows[n] = {"adapters": n, "ms": round(median * 1000, 2), "us_per_adapter": round(median * 1e6 / n, 1)}
-    first, last = sizes[0], sizes[-1]
+        rows[n] = {"adapters": n, "median_ms": round(median * 1000, 2),
+                   "median_us_per_adapter": round(median * 1e6 / n, 1)}
+    smallest, largest = sizes[0], sizes[-1]
     return {"sizes": list(rows.values()),
-            "growth": round(rows[last]["ms"] / rows[first]["ms"], 1), "size_ratio": last // first}
+            "median_largest_over_smallest": round(rows[largest]["median_ms"] / rows[smallest]["median_ms"], 1),
+            "adapters_largest_over_smallest": largest // smallest}
 
 
 def router_overhead(stack, *, rounds: int = 6, per_round: int = 16) -> dict:
@@ -50,19 +60,21 @@ def router_overhead(stack, *, rounds: int = 6, per_round: int = 16) -> dict:
     fleet_url, direct_url = f"{stack.url}/v1/completions", f"{stack.direct_url}/v1/completions"
     warm = [completion("a0"), completion("a0")]
     load(fleet_url, warm, 1)
-    fleet, direct = [], []
-    fleet_wall = direct_wall = 0.0
+    fleet, ray_serve_llm = [], []
+    fleet_wall = ray_serve_llm_wall = 0.0
     for _ in range(rounds):  # interleaved, so drift over the run hits both sides alike
         s, w = load(fleet_url, [completion("a0") for _ in range(per_round)], CONCURRENCY)
         fleet += s
         fleet_wall += w
         s, w = load(direct_url, [completion(f"{BASE}:a0@v1") for _ in range(per_round)], CONCURRENCY)
-        direct += s
-        direct_wall += w
-    f, d = summary(fleet, fleet_wall), summary(direct, direct_wall)
-    return {"concurrency": CONCURRENCY, "fleet": f, "direct": d,
-            "added_p50_ms": round(f["p50_ms"] - d["p50_ms"], 1), "added_p99_ms": round(f["p99_ms"] - d["p99_ms"], 1),
-            "throughput_ratio": round(f["requests_per_s"] / d["requests_per_s"], 3)}
+        ray_serve_llm += s
+        ray_serve_llm_wall += w
+    f, r = summary(fleet, fleet_wall), summary(ray_serve_llm, ray_serve_llm_wall)
+    return {"concurrency": CONCURRENCY, "fleet": f, "ray_serve_llm": r,
+            "p50_fleet_minus_ray_serve_llm_ms": round(f["p50_ms"] - r["p50_ms"], 1),
+            "p99_fleet_minus_ray_serve_llm_ms": round(f["p99_ms"] - r["p99_ms"], 1),
+            "requests_per_second_fleet_over_ray_serve_llm":
+                round(f["requests_per_second"] / r["requests_per_second"], 3)}
 
 
 def multi_adapter(stack, *, requests: int = 32, concurrency: int = 8) -> dict:
@@ -76,9 +88,10 @@ def multi_adapter(stack, *, requests: int = 32, concurrency: int = 8) -> dict:
         adapters = THROUGHPUT_ADAPTERS[:k]
         s, w = load(url, [completion(adapters[i % k]) for i in range(requests)], concurrency)
         row = summary(s, w)
-        rows.append({"k": k, "more_than_max_loras": k > MAX_LORAS, **row,
-                     "tokens_per_s_vs_base": round(row["tokens_per_s"] / base["tokens_per_s"], 3)})
-    return {"concurrency": concurrency, "max_loras": MAX_LORAS, "base": base, "adapters": rows}
+        rows.append({"adapters": k, "more_than_max_loras": k > MAX_LORAS, **row,
+                     "tokens_per_second_adapters_over_base":
+                         round(row["tokens_per_second"] / base["tokens_per_second"], 3)})
+    return {"concurrency": concurrency, "max_loras": MAX_LORAS, "base": base, "spread": rows}
 
 
 def cold_load(stack) -> dict:
@@ -91,7 +104,7 @@ def cold_load(stack) -> dict:
     c, w = summary(cold, 1), summary(warm, 1)
     return {"samples": len(COLD_ADAPTERS), "cold_ttft_p50_ms": c["ttft_p50_ms"], "cold_ttft_p99_ms": c["ttft_p99_ms"],
             "warm_ttft_p50_ms": w["ttft_p50_ms"], "warm_ttft_p99_ms": w["ttft_p99_ms"],
-            "cold_over_warm_p50": round(c["ttft_p50_ms"] / w["ttft_p50_ms"], 1),
+            "ttft_p50_cold_over_warm": round(c["ttft_p50_ms"] / w["ttft_p50_ms"], 1),
             "errors": c["errors"] + w["errors"]}
 
 
@@ -115,10 +128,11 @@ def affinity(stack, *, adapters: int = 6, resident: int = 4, requests: int = 96,
         row = summary(samples, wall)
         results[placement] = {"adapter_loads": int(loads), "requests_per_load": round(len(samples) / max(loads, 1), 2),
                               "p95_ms": row["p95_ms"], "p50_ms": row["p50_ms"], "errors": row["errors"]}
-    return {"replicas": 2, "adapters": adapters, "resident_per_replica": resident, "requests": len(sequence),
+    return {"replicas": 2, "adapters": adapters, "resident_adapters_per_replica": resident, "requests": len(sequence),
             "concurrency": concurrency, **results,
-            "loads_ratio_random_over_affine": round(results["random"]["adapter_loads"] / max(results["affine"]["adapter_loads"], 1), 2),
-            "p95_ratio_random_over_affine": round(results["random"]["p95_ms"] / results["affine"]["p95_ms"], 2)}
+            "adapter_loads_random_over_affine":
+                round(results["random"]["adapter_loads"] / max(results["affine"]["adapter_loads"], 1), 2),
+            "p95_random_over_affine": round(results["random"]["p95_ms"] / results["affine"]["p95_ms"], 2)}
 
 
 # affinity last: it redeploys the fleet with two replicas.
@@ -145,7 +159,8 @@ def cascade(stack, *, requests: int = 48, off_task_share: float = 0.3, concurren
     spec = copy.deepcopy(stack.spec_data)
     spec["routes"].append({"name": "cascade", "policy": "cascade", "tiers": [
         {"adapter": "a0", "version": "v1", "costPer1kTokens": 0.1,
-         "checks": {"jsonSchema": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}}},
+         "checks": {"jsonSchema": {"type": "object", "required": ["text"],
+                                   "properties": {"text": {"type": "string"}}}}},
         {"endpoint": {"url": f"{stack.url}/v1", "model": "base"}, "costPer1kTokens": 1.0, "timeout": "120s"}]})
     stack.redeploy(spec)
     rng = random.Random(5)
@@ -179,19 +194,23 @@ def cascade(stack, *, requests: int = 48, off_task_share: float = 0.3, concurren
     def ms(values, q):
         return round(percentile(values, q) * 1000, 1) if values else None
 
-    via = [c[2] for c, _ in escalated]
-    straight = [b[2] for _, b in escalated]
+    # "cascade": through the cascade route; "last_tier": the same prompt straight to the last tier.
+    cascade_escalated = [c[2] for c, _ in escalated]
+    last_tier_escalated = [b[2] for _, b in escalated]
     return {
-        "requests": len(pairs), "failed": len(pairs) - len(ok), "off_task_share": off_task_share,
+        "requests": len(pairs), "failed_requests": len(pairs) - len(ok), "off_task_share": off_task_share,
         "first_tier_share": round(len(first) / len(ok), 3) if ok else None,
-        "escalated": len(escalated),
-        "escalated_p50_ms": ms(via, 50), "same_prompts_straight_to_last_tier_p50_ms": ms(straight, 50),
-        "escalation_added_p50_ms": round(ms(via, 50) - ms(straight, 50), 1) if escalated else None,
-        "escalated_p95_ms": ms(via, 95), "same_prompts_straight_to_last_tier_p95_ms": ms(straight, 95),
-        "all_requests_p50_ms": ms([c[2] for c, _ in ok], 50),
-        "all_requests_straight_to_last_tier_p50_ms": ms([b[2] for _, b in ok], 50),
-        "estimated_savings": stats.get("estimatedSavings"),
-        "escalations": stats.get("escalations"),
+        "escalated_requests": len(escalated),
+        "cascade_escalated_p50_ms": ms(cascade_escalated, 50),
+        "last_tier_escalated_p50_ms": ms(last_tier_escalated, 50),
+        "escalated_p50_cascade_minus_last_tier_ms":
+            round(ms(cascade_escalated, 50) - ms(last_tier_escalated, 50), 1) if escalated else None,
+        "cascade_escalated_p95_ms": ms(cascade_escalated, 95),
+        "last_tier_escalated_p95_ms": ms(last_tier_escalated, 95),
+        "cascade_p50_ms": ms([c[2] for c, _ in ok], 50),
+        "last_tier_p50_ms": ms([b[2] for _, b in ok], 50),
+        "estimated_savings_share": stats.get("estimatedSavings"),
+        "escalations_by_reason": stats.get("escalations"),
     }
 
 

@@ -7,10 +7,10 @@ id themselves (``tiny-llama:a0@v1``) instead of a route.
 from __future__ import annotations
 
 from ray import serve
-from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
 from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
 
 from load_tests.bench.stack import BASE
+from serving.dataplane.ray_serve_llm import ModelCard
 from serving.render.serve_config import APP_NAME, base_deployment_name
 
 

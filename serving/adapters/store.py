@@ -180,7 +180,8 @@ class AdapterStore:
         dest = Path(dest)
         keys = [k for k in self._keys(bucket, f"{prefix}/") if k.rsplit("/", 1)[-1] != MANIFEST_NAME]
         if not keys:
-            raise AdapterStoreError(f"no adapter files at {source}; push the adapter there with `slm-fleet adapters push`")
+            raise AdapterStoreError(f"no adapter files at {source}; "
+                                    "push the adapter there with `slm-fleet adapters push`")
         names = []
         for key in keys:
             name = key[len(prefix) + 1:]

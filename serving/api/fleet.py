@@ -382,7 +382,8 @@ def _canary_problems(i: int, route: RouteSpec, base_names: list[str], adapters: 
         return problems
     stable = route.targets[0]
     if (stable.adapter, stable.version) == (name, canary.version):
-        return [Problem(f"{path}.version", f"'{version_label(name, canary.version)}' is already the route's stable target; "
+        return [Problem(f"{path}.version",
+                        f"'{version_label(name, canary.version)}' is already the route's stable target; "
                         "a canary must be another version")]
     return []
 

@@ -32,7 +32,8 @@ class Probe(SpecModel):
                               "anchor with ^ and $ for the whole answer).")
     json_schema: dict | None = Field(None, description="Passes if the answer parses as JSON and validates against "
                                      "this JSON Schema.")
-    exact: str | None = Field(None, description="Passes if the answer, stripped of surrounding whitespace, equals this.")
+    exact: str | None = Field(None, description="Passes if the answer, stripped of surrounding whitespace, "
+                              "equals this.")
 
     @model_validator(mode="after")
     def _one_check(self) -> Probe:
@@ -68,7 +69,8 @@ class CanaryAnalysis(SpecModel):
 
     min_requests: int = Field(20, ge=1, description="Canary requests a step needs before it is judged; "
                               "the step waits past its interval until they arrive.")
-    max_error_rate: float = Field(0.01, ge=0, le=1, description="Highest share of canary requests that may fail (0..1).")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="Highest share of canary requests that may fail "
+                                  "(0..1).")
     max_p95_ms: float | None = Field(None, gt=0, description="Highest canary p95 latency in milliseconds.")
     max_p95_ratio: float | None = Field(None, gt=0, description="Highest canary p95 as a multiple of the stable "
                                         "version's p95 over the same step (e.g. 1.5).")
@@ -206,8 +208,8 @@ class CascadeTier(TargetRef):
                                "the last tier's answer is always returned.")
     timeout: str = Field("30s", pattern=DURATION_PATTERN, description="Time the tier may take before the request "
                          "escalates (or, on the last tier, fails with 504).")
-    cost_per_1k_tokens: float = Field(0, ge=0, alias="costPer1kTokens", description="Cost of 1,000 tokens (prompt + answer) on this tier, "
-                                      "for the savings estimate.")
+    cost_per_1k_tokens: float = Field(0, ge=0, alias="costPer1kTokens", description="Cost of 1,000 tokens "
+                                      "(prompt + answer) on this tier, for the savings estimate.")
 
     @property
     def timeout_seconds(self) -> int:

@@ -139,7 +139,8 @@ def cmd_adapters_list(args) -> int:
         print(json.dumps([s.__dict__ for s in stored], indent=2))
         return EXIT_OK
     rows = [("ADAPTER", "VERSION", "BASE", "RANK", "SHA256", "SOURCE")]
-    rows += [(s.adapter, s.version, s.base_model or "-", str(s.rank or "-"), (s.sha256 or "-")[:12], s.uri) for s in stored]
+    rows += [(s.adapter, s.version, s.base_model or "-", str(s.rank or "-"), (s.sha256 or "-")[:12], s.uri)
+             for s in stored]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

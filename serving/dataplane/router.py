@@ -128,12 +128,14 @@ class FleetRouter(IngressBase):
         telemetry.target(target)
         update = {"model": target.model_id}
         if stream:  # token counts for the metrics; the extra chunk is dropped if not asked for
-            update["stream_options"] = (body.stream_options or _stream_options()).model_copy(update={"include_usage": True})
+            update["stream_options"] = (body.stream_options or _stream_options()).model_copy(
+                update={"include_usage": True})
         try:
             response = await dispatch(self, target, body.model_copy(update=update), call_method, request, telemetry)
         except DispatchFailed as err:
             response = error_response(err.status, err.message if err.engine else
-                                      f"route '{route}' failed: {err}" if err.status == 500 else f"route '{route}': {err}",
+                                      f"route '{route}' failed: {err}" if err.status == 500 else
+                                      f"route '{route}': {err}",
                                       type=err.type)
         response.headers.update(served_by_headers(route, target))
         return telemetry.answered(response, client_wants_usage=client_wants_usage)

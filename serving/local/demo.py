@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from serving.adapters.store import AdapterStore
-from serving.api.fields import parse_s3_uri
+from serving.api import headers as h
+from serving.api.fields import parse_s3_uri, version_label
 from serving.api.fleet import FleetSpec
 from serving.api.problems import UserError
 
@@ -20,13 +21,16 @@ DEMO_PROMPTS = ["red fox sun", "blue moon", "green river stone"]
 
 
 def ensure_assets(assets: str | Path) -> dict:
-    """The generated model and adapters under ``assets``, made on first use."""
-    from serving.local.demo_assets import generate
+    """The generated model and adapters under ``assets``: made on first use, and again whenever the
+    generator (its code or the training libraries' versions) changed since."""
+    from serving.local.demo_assets import generate, generator_key
 
     summary_file = Path(assets) / "assets.json"
     if summary_file.is_file():
-        return json.loads(summary_file.read_text())
-    print(f"generating a tiny base model and adapters in {assets} (about 30 s, once)...", flush=True)
+        summary = json.loads(summary_file.read_text())
+        if summary.get("generator") == generator_key():
+            return summary
+    print(f"generating a tiny base model and adapters in {assets} (about a minute, once)...", flush=True)
     return generate(assets)
 
 
@@ -62,9 +66,9 @@ def ask_every_route(spec: FleetSpec, base_url: str) -> list[tuple[str, str, str,
             raw = client.chat.completions.with_raw_response.create(
                 model=route.name, messages=[{"role": "user", "content": prompt}], max_tokens=24, temperature=0)
             answer = raw.parse().choices[0].message.content.strip()
-            served = raw.headers.get("x-slmfleet-adapter")
-            served = f"{served}@{raw.headers.get('x-slmfleet-version')}" if served else \
-                f"base {raw.headers.get('x-slmfleet-base-model')}"
+            adapter = raw.headers.get(h.ADAPTER)
+            served = version_label(adapter, raw.headers.get(h.VERSION)) if adapter else \
+                f"base {raw.headers.get(h.BASE_MODEL)}"
             rows.append((route.name, served, prompt, answer))
     return rows
 
@@ -94,7 +98,8 @@ def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, me
             print()
             print("try it:\n"
                   f"  curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' \\\n"
-                  f"    -d '{{\"model\": \"{spec.routes[0].name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"red fox\"}}]}}'\n")
+                  f"    -d '{{\"model\": \"{spec.routes[0].name}\", "
+                  f"\"messages\": [{{\"role\": \"user\", \"content\": \"red fox\"}}]}}'\n")
 
         return serve_until_stopped(fleet, host=host, port=port, num_cpus=num_cpus, metrics_port=metrics_port,
                                    on_ready=show, **rollout_options)

@@ -18,6 +18,7 @@ fine-tune adds to a base in practice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Callable
@@ -119,10 +120,25 @@ def _train(model, params, batches, lr: float) -> float:
     return float(loss.detach())
 
 
+def generator_key() -> str:
+    """What the assets depend on: this module's source and the versions of the libraries that train.
+
+    ``ensure_assets`` regenerates assets whose summary carries another key.
+    """
+    from importlib.metadata import version
+
+    text = Path(__file__).read_bytes() + " ".join(version(p) for p in TRAINING_LIBRARIES).encode()
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+TRAINING_LIBRARIES = ("torch", "transformers", "peft", "tokenizers")
+
+
 def generate(out_dir: str | Path, *, base_steps: int = 400, adapter_steps: int = 250) -> dict:
     """Write ``base/`` (a tiny Llama) and ``adapters/<task>/`` (PEFT LoRA) under ``out_dir``.
 
-    Returns a summary (paths and final training losses). Deterministic for given step counts.
+    Returns a summary (paths, final training losses, the generator key). Deterministic for given
+    step counts and library versions.
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -181,6 +197,7 @@ def generate(out_dir: str | Path, *, base_steps: int = 400, adapter_steps: int =
         "base": str(base_dir),
         "adapters": {name: str(adapters_dir / name) for name in TASKS},
         "final_loss": {k: round(v, 4) for k, v in losses.items()},
+        "generator": generator_key(),
     }
     (out / "assets.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -34,7 +34,8 @@ class LocalRollouts:
     """Drives the rollouts of one locally served fleet; ``deploy(spec, weights)`` applies a config."""
 
     def __init__(self, spec: FleetSpec, rollouts: Rollouts, deploy: Callable[[FleetSpec, dict[str, int]], object], *,
-                 tick_s: float = DEFAULT_TICK_SECONDS, report: Callable[[str], None] = print, clock: Callable[[], float] = time.time):
+                 tick_s: float = DEFAULT_TICK_SECONDS, report: Callable[[str], None] = print,
+                 clock: Callable[[], float] = time.time):
         self.spec, self.rollouts, self.deploy, self.tick_s, self.report, self.clock = (
             spec, rollouts, deploy, tick_s, report, clock)
         self.statuses: dict[str, RolloutStatus] = {}

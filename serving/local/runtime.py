@@ -35,8 +35,9 @@ def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeou
            canary_weights: dict[str, int] | None = None) -> dict:
     """Deploy (or update in place) the fleet and wait until it runs; returns the Serve config used.
 
-    ``canary_weights`` are the routes' canary shares (``serving.rollouts.driver``). ``extra_apps`` are more Serve applications deployed with it, and ``overrides`` maps a fleet
-    deployment's name to Serve options merged into its config (both for the benchmarks).
+    ``canary_weights`` are the routes' canary shares (``serving.rollouts.driver``). ``extra_apps`` are
+    more Serve applications deployed with it, and ``overrides`` maps a fleet deployment's name to Serve
+    options merged into its config (both for the benchmarks).
 
     Deploys through Serve's config path, as KubeRay does. ``serve.run`` would not do: it gives
     every deployment a fresh random version, so each update would restart the engines.

@@ -50,7 +50,8 @@ CATALOG = (
     Metric("slmfleet_time_to_first_token_seconds", "histogram",
            "Time from the router receiving a request to the first token (first chunk when streaming).",
            TARGET, LATENCY_BUCKETS),
-    Metric("slmfleet_request_duration_seconds", "histogram", "End-to-end time of a successful request in the router, to its last byte.",
+    Metric("slmfleet_request_duration_seconds", "histogram",
+           "End-to-end time of a successful request in the router, to its last byte.",
            TARGET, LATENCY_BUCKETS),
     Metric("slmfleet_input_tokens_total", "counter", "Prompt tokens of successful requests.", TARGET),
     Metric("slmfleet_output_tokens_total", "counter", "Generated tokens of successful requests.", TARGET),
@@ -75,10 +76,13 @@ CATALOG = (
     Metric("slmfleet_adapter_loads_total", "counter", "Adapter version loads on a replica, by outcome.",
            ADAPTER + ("outcome",), recorded_by="engine"),
     Metric("slmfleet_adapter_load_duration_seconds", "histogram",
-           "Cold load of an adapter version on a replica: fetch, checks and registration.", ADAPTER, LOAD_BUCKETS, recorded_by="engine"),
+           "Cold load of an adapter version on a replica: fetch, checks and registration.",
+           ADAPTER, LOAD_BUCKETS, recorded_by="engine"),
     Metric("slmfleet_adapter_evictions_total", "counter",
-           "Adapter versions evicted from a replica to make room (least recently used).", ADAPTER, recorded_by="engine"),
-    Metric("slmfleet_adapters_resident", "gauge", "Adapter versions loaded on the replica.", ("base_model",), recorded_by="engine"),
+           "Adapter versions evicted from a replica to make room (least recently used).",
+           ADAPTER, recorded_by="engine"),
+    Metric("slmfleet_adapters_resident", "gauge", "Adapter versions loaded on the replica.", ("base_model",),
+           recorded_by="engine"),
 )
 BY_NAME = {m.name: m for m in CATALOG}
 

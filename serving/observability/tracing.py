@@ -41,7 +41,8 @@ def install() -> TracerProvider | None:
             return None
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "slm-fleet")}))
+        provider = TracerProvider(resource=Resource.create(
+            {"service.name": os.environ.get("OTEL_SERVICE_NAME", "slm-fleet")}))
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         _provider = provider
         return provider

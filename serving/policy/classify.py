@@ -84,4 +84,5 @@ def prompt_text(body: dict) -> str:
                 return content or ""
         return ""
     prompt = body.get("prompt")
-    return " ".join(prompt) if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt) else str(prompt or "")
+    return (" ".join(prompt) if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)
+            else str(prompt or ""))

@@ -187,7 +187,8 @@ class Rollouts:
                       probe_pass_rate=probes.pass_rate if probes else None,
                       load_error=obs.load_error or (probes.load_error if probes else None))
         analysis = AnalysisStatus(
-            requests=obs.requests, errors=obs.errors, p95_ms=_round(obs.p95_ms), stable_p95_ms=_round(stable_obs.p95_ms),
+            requests=obs.requests, errors=obs.errors, p95_ms=_round(obs.p95_ms),
+            stable_p95_ms=_round(stable_obs.p95_ms),
             probes_passed=probes.passed if probes else None, probes_total=probes.total if probes else None)
         return obs, analysis, probes
 

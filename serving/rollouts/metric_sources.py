@@ -108,7 +108,8 @@ PROMETHEUS_QUERIES = {
                 " - (sum(slmfleet_requests_total{{{selector}}} offset {window}) or vector(0)), 0)",
     "errors": "clamp_min(sum(slmfleet_request_errors_total{{{selector}}})"
               " - (sum(slmfleet_request_errors_total{{{selector}}} offset {window}) or vector(0)), 0)",
-    "p95_seconds": f"histogram_quantile(0.95, sum by (le) (increase({DURATION}_bucket{{{{{{selector}}}}}}[{{window}}])))",
+    "p95_seconds": "histogram_quantile(0.95, sum by (le) "
+                   f"(increase({DURATION}_bucket{{{{{{selector}}}}}}[{{window}}])))",
 }
 
 

@@ -53,7 +53,8 @@ def run_probes(fleet_url: str, route: str, version: str, probes: list[Probe], *,
                 if error.get("type") == "adapter_unavailable":
                     result.load_error = error.get("message", resp.text[:300])
                     return result
-                result.failures.append(f"probe {i + 1}: HTTP {resp.status_code}: {error.get('message', resp.text[:200])}")
+                result.failures.append(f"probe {i + 1}: HTTP {resp.status_code}: "
+                                       f"{error.get('message', resp.text[:200])}")
                 continue
             problem = probe_problem(probe, resp.json()["choices"][0]["text"])
             if problem:

@@ -191,6 +191,16 @@ def test_probes_run_once_per_step_and_failing_ones_roll_back():
     assert (s.analysis.probes_passed, s.analysis.probes_total) == (1, 2)
 
 
+def test_probe_results_are_kept_for_each_routes_current_step_only():
+    canary = {**CANARY, "analysis": {"minRequests": 10, "probes": {"prompts": [{"prompt": "x", "exact": "X"}]}}}
+    rollouts = Rollouts(Numbers(), fleet_url="http://fleet", probe=lambda *a: ProbeResult(passed=1, total=1))
+    spec = canary_fleet(canary)
+    drive(rollouts, spec, [(0, GOOD, None), (31, GOOD, None), (31, GOOD, None), (31, GOOD, None)])
+    assert list(rollouts._probed) == ["shout"]  # one entry per route, not one per step ever probed
+    rollouts.tick(parse_fleet(fleet()), {}, 2_000.0)  # the route's strategy is removed
+    assert rollouts._probed == {}
+
+
 def test_probes_wait_while_the_canary_is_not_routed_yet():
     def probe(url, route, version, prompts):
         raise NotDeployedYet("route 'shout' has no version 'v2' to pin")

@@ -64,3 +64,12 @@ def test_a_target_without_traffic_has_no_p95():
     pages = iter([exposition(10, 0, 10, 0)] * 2)
     obs = ScrapeSource("http://fleet/metrics", fetch=lambda url: next(pages)).observe(V2, 5.0)
     assert (obs.requests, obs.errors, obs.p95_ms) == (0, 0, None)
+
+
+def test_scrape_source_keeps_a_bounded_number_of_baselines():
+    # A long-lived `slm-fleet serve` goes through many step starts; only the latest are kept.
+    source = ScrapeSource("http://fleet/metrics", fetch=lambda url: exposition(10, 0, 10, 0))
+    for since in range(3 * ScrapeSource.BASELINES_KEPT):
+        source.mark(float(since))
+    assert len(source._baselines) == ScrapeSource.BASELINES_KEPT
+    assert min(source._baselines) == 2 * ScrapeSource.BASELINES_KEPT  # the oldest went first
