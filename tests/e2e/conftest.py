@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -46,17 +45,6 @@ def kubectl(*args: str, input: str | None = None, check: bool = True) -> subproc
 def kubectl_json(*args: str) -> dict | None:
     done = kubectl(*args, "-o", "json", check=False)
     return json.loads(done.stdout) if done.returncode == 0 else None
-
-
-def eventually(fn, *, timeout: float = 60, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
-        time.sleep(interval)
 
 
 class Cluster:

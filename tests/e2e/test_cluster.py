@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.conftest import eventually, kubectl
+from tests.e2e.conftest import kubectl
+from tests.waiting import eventually
 
 QUICKSTART = yaml.safe_load((Path(__file__).parents[2] / "manifests/examples/quickstart.yaml").read_text())
 
@@ -41,7 +42,7 @@ def test_the_api_server_rejects_a_manifest_the_crd_schema_forbids(cluster):
 
 def test_apply_reconcile_update_and_garbage_collection(cluster, operator):
     assert cluster.apply(QUICKSTART).returncode == 0
-    fleet = eventually(lambda: reconciled(cluster, "quickstart", 1))
+    fleet = eventually(lambda: reconciled(cluster, "quickstart", 1), timeout=60, interval=1)
     rs = cluster.get("rayservice", "quickstart")
     assert rs["metadata"]["ownerReferences"][0]["uid"] == fleet["metadata"]["uid"]
     table = kubectl("get", "mf", "-n", cluster.namespace).stdout.splitlines()
@@ -55,14 +56,14 @@ def test_apply_reconcile_update_and_garbage_collection(cluster, operator):
     changed["spec"]["routes"][0]["targets"] = [{"adapter": "shout", "version": "v1", "weight": 90},
                                                {"adapter": "shout", "version": "v2", "weight": 10}]
     assert cluster.apply(changed).returncode == 0
-    fleet = eventually(lambda: reconciled(cluster, "quickstart", 2))
+    fleet = eventually(lambda: reconciled(cluster, "quickstart", 2), timeout=60, interval=1)
     assert fleet["status"]["lastChange"] == "ServeConfigUpdated"
     after = cluster.get("rayservice", "quickstart")
     assert after["spec"]["rayClusterConfig"] == rs["spec"]["rayClusterConfig"]
 
     # Deleting the fleet deletes its RayService: the API server's garbage collector follows the ownerReference.
     kubectl("delete", "modelfleet", "quickstart", "-n", cluster.namespace, "--wait=true")
-    eventually(lambda: cluster.get("rayservice", "quickstart") is None, timeout=120)
+    eventually(lambda: cluster.get("rayservice", "quickstart") is None, timeout=120, interval=1)
 
 
 def test_the_chart_grants_the_operator_no_more_than_it_uses(cluster):

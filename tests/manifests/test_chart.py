@@ -37,7 +37,8 @@ def values_args(values):
 def grants(role: dict) -> list[tuple[str, str, str]]:
     out = []
     for rule in role["rules"]:
-        assert set(rule) <= {"apiGroups", "resources", "verbs"}, f"{role['metadata']['name']}: unexpected rule keys {rule}"
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, \
+            f"{role['metadata']['name']}: unexpected rule keys {rule}"
         out += [(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]]
     return out
 
@@ -111,7 +112,8 @@ def test_namespaced_rbac_has_a_role_in_each_watched_namespace(helm):
 
 @pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
 def test_no_wildcards_anywhere_in_rbac(helm, values):
-    for role in by_kind(helm.objects(*values_args(values)), "ClusterRole") + by_kind(helm.objects(*values_args(values)), "Role"):
+    objects = helm.objects(*values_args(values))
+    for role in by_kind(objects, "ClusterRole") + by_kind(objects, "Role"):
         for rule in role["rules"]:
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key], f"{role['metadata']['name']}: wildcard in {key}"
@@ -206,9 +208,11 @@ def test_operator_reads_every_variable_the_chart_sets(helm):
     assert (settings.head_cpu, settings.head_memory, settings.worker_memory) == ("2", "8Gi", "48Gi")
     assert settings.image_pull_policy == "Always"
     assert settings.ray_service_account == "fleet-reader"
-    assert (settings.s3_endpoint_url, settings.s3_credentials_secret) == ("http://minio.storage.svc:9000", "model-bucket")
+    assert (settings.s3_endpoint_url, settings.s3_credentials_secret) == ("http://minio.storage.svc:9000",
+                                                                          "model-bucket")
     assert settings.otlp_endpoint == "http://otel-collector.observability:4318"
-    assert (settings.prometheus_url, settings.rollout_tick_seconds) == ("http://prometheus-operated.monitoring:9090", 5.0)
+    assert (settings.prometheus_url, settings.rollout_tick_seconds) == (
+        "http://prometheus-operated.monitoring:9090", 5.0)
     assert settings.fleet_url_for("chat", "team-a") == "http://chat-serve-svc.team-a.svc:8000"
     defaults = OperatorSettings.from_env(env_of(helm.objects()))
     assert defaults == OperatorSettings(), "the chart's defaults and the operator's must agree"
@@ -303,7 +307,8 @@ def test_values_and_schema_agree_and_every_value_is_commented():
     declared = _declared(schema, schema)
     for path, node in [((), schema), *declared.items()]:
         if "properties" in node:
-            assert node.get("additionalProperties") is False, f"{'.'.join(path) or 'top level'}: set additionalProperties false"
+            assert node.get("additionalProperties") is False, \
+                f"{'.'.join(path) or 'top level'}: set additionalProperties false"
 
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     for path in declared:

@@ -48,7 +48,8 @@ def series_of(name: str) -> tuple[Metric, str]:
         metric = BY_NAME.get(name.removesuffix(suffix))
         if name.endswith(suffix) and metric and metric.kind == "histogram":
             return metric, suffix
-    pytest.fail(f"{name} is not in serving.observability.metrics.CATALOG (nor a histogram's {'/'.join(HISTOGRAM_SERIES)})")
+    pytest.fail(f"{name} is not in serving.observability.metrics.CATALOG "
+                f"(nor a histogram's {'/'.join(HISTOGRAM_SERIES)})")
 
 
 def labels_of(metric: Metric, suffix: str) -> set[str]:

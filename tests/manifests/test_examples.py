@@ -97,8 +97,10 @@ def test_schema_accepts_explicit_nulls_where_nullable():
     (("spec", "routes"), DELETE, "spec", "'routes' is a required property"),
     (("spec", "adapters", 2, "name"), "Summarizer_V2", "spec.adapters[2].name", "does not match"),
     (("spec", "baseModels", 0, "engine", "dtype"), "fp8", "spec.baseModels[0].engine.dtype", "is not one of"),
-    (("spec", "adapters", 0, "versions", 0, "sha256"), "ABC123", "spec.adapters[0].versions[0].sha256", "does not match"),
-    (("spec", "baseModels", 0, "resources", "gpu"), 1.5, "spec.baseModels[0].resources.gpu", "is not of type 'integer'"),
+    (("spec", "adapters", 0, "versions", 0, "sha256"), "ABC123", "spec.adapters[0].versions[0].sha256",
+     "does not match"),
+    (("spec", "baseModels", 0, "resources", "gpu"), 1.5, "spec.baseModels[0].resources.gpu",
+     "is not of type 'integer'"),
     (("spec", "routes"), [], "spec.routes", "should be non-empty"),
 ], ids=["unknown-field", "unknown-spec-field", "wrong-type", "weight-over-100", "negative-weight", "missing-source",
         "missing-routes", "name-pattern", "dtype-enum", "sha256-pattern", "fractional-gpu", "no-routes"])

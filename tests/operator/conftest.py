@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 import operators.handlers  # noqa: F401 - registers the handlers with kopf
+from tests.waiting import eventually_async
 
 ROOT = Path(__file__).parents[2]
 FLEETS = "/apis/slmfleet.io/v1alpha1/namespaces/default/modelfleets"
@@ -138,22 +139,13 @@ def quickstart(name: str = "quickstart") -> dict:
     return copy.deepcopy(doc)
 
 
-async def events(api, reason: str) -> list[dict]:
-    """The namespace's Events with this reason. kopf posts them from a queue, after the status
-    patch, so wait for them with ``eventually``."""
-    items = (await api.get("/api/v1/namespaces/default/events")).json()["items"]
-    return [e for e in items if e.get("reason") == reason]
+async def events(api, reason: str, *, containing: str = "") -> list[dict]:
+    """The namespace's Events with this reason (and ``containing`` in their message), once there is one.
 
+    kopf posts them from a queue, after the status patch, so this waits for them."""
+    async def posted():
+        items = (await api.get("/api/v1/namespaces/default/events")).json()["items"]
+        return [e for e in items if e.get("reason") == reason and containing in e.get("message", "")]
 
-async def eventually(fn, *, timeout: float = 15, interval: float = 0.1):
-    """Poll ``fn`` (sync or async) until it returns something truthy; fail with its last value."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = fn()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
-        await asyncio.sleep(interval)
+    what = f"no Event with reason {reason!r}" + (f" and {containing!r} in its message" if containing else "")
+    return await eventually_async(posted, message=what)

@@ -1,17 +1,22 @@
 """The operator's lifecycle through the Kubernetes API emulator."""
 
-import asyncio
+import logging
 
 import kmock
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from tests.operator.conftest import FLEETS, RAYSERVICES, events, eventually, quickstart
+from tests.operator.conftest import FLEETS, RAYSERVICES, events, quickstart
+from tests.waiting import eventually_async
 
 
 async def get(api, path):
     resp = await api.get(path)
     return resp.json() if resp.status_code == 200 else None
+
+
+async def _is_none(value):
+    return await value is None
 
 
 def condition(fleet, type_):
@@ -29,7 +34,7 @@ async def reconciled(api, name="quickstart", generation=None):
 async def test_create_renders_an_owned_rayservice_and_reports_status(operator, api, k8s):
     resp = await api.post(FLEETS, json=quickstart())
     assert resp.status_code in (200, 201), resp.text
-    fleet = await eventually(lambda: reconciled(api))
+    fleet = await eventually_async(lambda: reconciled(api))
     rs = await get(api, f"{RAYSERVICES}/quickstart")
     assert rs["metadata"]["ownerReferences"] == [{
         "apiVersion": "slmfleet.io/v1alpha1", "kind": "ModelFleet", "name": "quickstart",
@@ -45,7 +50,7 @@ async def test_create_renders_an_owned_rayservice_and_reports_status(operator, a
         {"baseModel": "tiny-llama", "adapter": "shout", "version": "v1", "weight": 100}]}
     assert condition(fleet, "Ready")["status"] == "False"  # KubeRay has not reported yet
     assert status["rayService"] == {"name": "quickstart", "health": "Pending", "message": ""}
-    assert await eventually(lambda: events(api, "Created"))
+    assert await events(api, "Created")
 
 
 def writes(k8s, *, rayservice=False, status=False):
@@ -61,10 +66,16 @@ def writes(k8s, *, rayservice=False, status=False):
     return count
 
 
+def looks(k8s, name="quickstart"):
+    """How many times the operator read the RayService ``name``."""
+    return len([r for r in k8s.log if r.resource is not None and r.resource.plural == "rayservices"
+                and r.action == kmock.action.FETCH and r.name == name])
+
+
 async def create_and_settle(api, fleet=None):
     resp = await api.post(FLEETS, json=fleet or quickstart())
     assert resp.status_code in (200, 201), resp.text
-    return await eventually(lambda: reconciled(api, generation=1))
+    return await eventually_async(lambda: reconciled(api, generation=1))
 
 
 async def patch_spec(api, spec, name="quickstart"):
@@ -81,7 +92,7 @@ async def test_adapter_only_change_updates_serve_config_in_place(operator, api, 
     spec["routes"][0]["targets"] = [{"adapter": "shout", "version": "v1", "weight": 90},
                                     {"adapter": "shout", "version": "v2", "weight": 10}]
     await patch_spec(api, spec)
-    fleet = await eventually(lambda: reconciled(api, generation=2))
+    fleet = await eventually_async(lambda: reconciled(api, generation=2))
     after = await get(api, f"{RAYSERVICES}/quickstart")
     assert after["spec"]["rayClusterConfig"] == before["spec"]["rayClusterConfig"]  # same Ray cluster
     serve = yaml.safe_load(after["spec"]["serveConfigV2"])["applications"][0]
@@ -99,7 +110,7 @@ async def test_base_model_change_rolls_the_cluster(operator, api, k8s):
     spec["baseModels"][0]["resources"] = {"cpu": 4, "gpu": 1}
     spec["baseModels"][0]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3}
     await patch_spec(api, spec)
-    fleet = await eventually(lambda: reconciled(api, generation=2))
+    fleet = await eventually_async(lambda: reconciled(api, generation=2))
     assert fleet["status"]["lastChange"] == "ClusterUpdated"
     group = (await get(api, f"{RAYSERVICES}/quickstart"))["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     assert group["maxReplicas"] == 3
@@ -119,29 +130,34 @@ async def test_invalid_spec_changes_nothing_running_and_says_why(operator, api, 
         c = condition(f, "Reconciled")
         return f if c and c["status"] == "False" else None
 
-    fleet = await eventually(rejected)
+    fleet = await eventually_async(rejected)
     c = condition(fleet, "Reconciled")
     assert c["reason"] == "InvalidSpec" and c["observedGeneration"] == 2
     assert "spec.routes[0].targets: weights of route 'shout' sum to 60; they must sum to 100" in c["message"]
     assert fleet["status"]["observedGeneration"] == 1  # still describes what runs
     assert await get(api, f"{RAYSERVICES}/quickstart") == before
     assert writes(k8s, rayservice=True) == rs_writes
-    invalid = await eventually(lambda: events(api, "InvalidSpec"))
+    invalid = await events(api, "InvalidSpec")
     assert invalid[0]["type"] == "Warning"
 
 
-async def test_restart_resumes_and_an_unchanged_fleet_gets_no_writes(operator, api, k8s):
+async def test_restart_resumes_and_an_unchanged_fleet_gets_no_writes(operator, api, k8s, caplog):
+    caplog.set_level(logging.INFO, logger="kopf.objects")
     await create_and_settle(api)
-    await eventually(lambda: writes(k8s, status=True) >= 1)
+    await eventually_async(lambda: writes(k8s, status=True) >= 1)
     await operator.stop()
     rs_writes, status_writes = writes(k8s, rayservice=True), writes(k8s, status=True)
 
+    looked = looks(k8s)
     operator.start()  # resume: the same spec is reconciled again
-    await asyncio.sleep(3)
+    # Both handlers have decided: kopf logs "Resuming is processed" once the resume handler is done,
+    # and the RayService's handler (called for the watch's initial listing) read it too.
+    await eventually_async(lambda: any("Resuming is processed" in r.getMessage() for r in caplog.records),
+                           message="the resume handler did not finish")
+    await eventually_async(lambda: looks(k8s) >= looked + 2)
     assert writes(k8s, rayservice=True) == rs_writes
     assert writes(k8s, status=True) == status_writes
-    assert len([r for r in k8s.log if r.resource is not None and r.resource.plural == "rayservices"
-                and r.action == kmock.action.FETCH and r.name == "quickstart"]) >= 2  # it did look
+    assert looks(k8s) >= 2  # it did look
 
 
 async def test_changes_made_while_the_operator_is_down_are_applied_on_resume(operator, api, k8s):
@@ -151,7 +167,7 @@ async def test_changes_made_while_the_operator_is_down_are_applied_on_resume(ope
     spec["routes"].append({"name": "loud", "targets": [{"adapter": "shout", "version": "v1"}]})
     await patch_spec(api, spec)
     operator.start()
-    fleet = await eventually(lambda: reconciled(api, generation=2))
+    fleet = await eventually_async(lambda: reconciled(api, generation=2))
     assert fleet["status"]["routeCount"] == 5
     serve = yaml.safe_load((await get(api, f"{RAYSERVICES}/quickstart"))["spec"]["serveConfigV2"])
     routes = serve["applications"][0]["deployments"][0]["user_config"]["fleet"]["routes"]
@@ -171,7 +187,7 @@ async def test_rayservice_health_is_mirrored_into_the_fleet(operator, api, k8s):
         c = condition(f, "Ready")
         return f if c and c["status"] == "True" else None
 
-    fleet = await eventually(is_ready)
+    fleet = await eventually_async(is_ready)
     assert fleet["status"]["rayService"]["health"] == "Ready"
     assert condition(fleet, "Degraded")["status"] == "False"
 
@@ -181,8 +197,8 @@ async def test_deleting_the_fleet_leaves_cleanup_to_garbage_collection(operator,
     rs_writes = writes(k8s, rayservice=True)
     resp = await api.delete(f"{FLEETS}/quickstart")
     assert resp.status_code == 200
-    await asyncio.sleep(1)
-    assert await get(api, f"{FLEETS}/quickstart") is None  # no finalizer holds it
+    # Gone without the operator's help: no finalizer holds it.
+    await eventually_async(lambda: _is_none(get(api, f"{FLEETS}/quickstart")), message="the fleet is still there")
     # The RayService is owned by the fleet; a real API server's garbage collector deletes it
     # (see the e2e suite). The operator neither recreates nor touches it.
     rs = await get(api, f"{RAYSERVICES}/quickstart")

@@ -19,8 +19,9 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from serving.local.ports import free_port
-from tests.operator.conftest import FLEETS, RAYSERVICES, events, eventually, quickstart
+from tests.operator.conftest import FLEETS, RAYSERVICES, events, quickstart
 from tests.stack.prometheus_server import Prometheus
+from tests.waiting import eventually_async
 
 LABELS = ("route", "base_model", "adapter", "version")
 
@@ -36,6 +37,12 @@ class FleetMetrics:
                                   buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5))
         self.port = free_port()
         self.server, self.thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+
+    def answered(self, version: str) -> float:
+        """How many requests of route ``shout`` this ``version`` answered so far, failed ones included."""
+        return sum(self.registry.get_sample_value("ray_slmfleet_requests_total", {
+            "route": "shout", "base_model": "tiny-llama", "adapter": "shout", "version": version, "status": status,
+        }) or 0 for status in ("200", "503"))
 
     def answer(self, version: str, *, error: str | None = None) -> None:
         labels = {"route": "shout", "base_model": "tiny-llama", "adapter": "shout", "version": version}
@@ -133,16 +140,19 @@ async def canary_weight(api, name: str) -> int | None:
 async def test_a_good_canary_is_promoted_across_an_operator_restart(operator, api, k8s, fleet_metrics):
     assert (await api.post(FLEETS, json=canary_fleet("good", "v2"))).status_code in (200, 201)
     with Traffic(str(k8s.url), fleet_metrics, "good"):
-        first = await eventually(lambda: rollout(api, "good"), timeout=20)
+        first = await eventually_async(lambda: rollout(api, "good"), timeout=20)
         assert (first["phase"], first["step"], first["weight"], first["canary"]) == ("Progressing", 1, 20, "shout@v2")
-        assert await eventually(lambda: _is(canary_weight(api, "good"), 20))
+        assert await eventually_async(lambda: _is(canary_weight(api, "good"), 20))
 
         # Restart in the middle: the rollout goes on from its status, not from the first step.
-        at_two = await eventually(lambda: _where(rollout(api, "good"), lambda r: r["step"] == 2), timeout=30)
+        at_two = await eventually_async(lambda: _where(rollout(api, "good"), lambda r: r["step"] == 2), timeout=30)
         await operator.stop()
-        await asyncio.sleep(2)
+        # While it is down, traffic goes on at step 2's weight: the restarted operator counts it.
+        down = fleet_metrics.answered("v2")
+        await eventually_async(lambda: fleet_metrics.answered("v2") >= down + 20, message="no traffic while down")
         operator.start()
-        done = await eventually(lambda: _where(rollout(api, "good"), lambda r: r["phase"] == "Promoted"), timeout=45)
+        done = await eventually_async(lambda: _where(rollout(api, "good"), lambda r: r["phase"] == "Promoted"),
+                                      timeout=45)
 
     assert [(h["phase"], h["step"], h["weight"]) for h in done["history"]] == [
         ("Progressing", 1, 20), ("Progressing", 2, 60), ("Progressing", 3, 100), ("Promoted", 3, 100)]
@@ -152,23 +162,25 @@ async def test_a_good_canary_is_promoted_across_an_operator_restart(operator, ap
     assert await canary_weight(api, "good") == 100
     fleet = (await api.get(f"{FLEETS}/good")).json()
     assert (fleet["status"]["rolloutPhase"], fleet["status"]["canary"]) == ("Promoted", "shout@v2=100%")
-    assert await eventually(lambda: events(api, "RolloutPromoted"))
+    assert await events(api, "RolloutPromoted")
 
 
 async def test_an_erroring_canary_is_rolled_back(operator, api, k8s, fleet_metrics):
     assert (await api.post(FLEETS, json=canary_fleet("bad", "v3"))).status_code in (200, 201)
     with Traffic(str(k8s.url), fleet_metrics, "bad", bad="internal_error"):
-        done = await eventually(lambda: _where(rollout(api, "bad"), lambda r: r["phase"] == "RolledBack"), timeout=30)
+        done = await eventually_async(lambda: _where(rollout(api, "bad"), lambda r: r["phase"] == "RolledBack"),
+                                      timeout=30)
     assert done["step"] == 1 and done["weight"] == 0 and "error rate 100.0% > 5.0%" in done["reason"]
     assert await canary_weight(api, "bad") == 0
-    rolled_back = await eventually(lambda: events(api, "RolloutRolledBack"))
+    rolled_back = await events(api, "RolloutRolledBack")
     assert rolled_back[0]["type"] == "Warning"
 
 
 async def test_a_canary_that_cannot_load_fails_at_its_first_step(operator, api, k8s, fleet_metrics):
     assert (await api.post(FLEETS, json=canary_fleet("ghost", "v4"))).status_code in (200, 201)
     with Traffic(str(k8s.url), fleet_metrics, "ghost", bad="adapter_unavailable"):
-        done = await eventually(lambda: _where(rollout(api, "ghost"), lambda r: r["phase"] == "Failed"), timeout=30)
+        done = await eventually_async(lambda: _where(rollout(api, "ghost"), lambda r: r["phase"] == "Failed"),
+                                      timeout=30)
     assert done["step"] == 1 and done["weight"] == 0 and "cannot load" in done["reason"]
     assert [h["weight"] for h in done["history"]] == [20, 0]  # never past the first step's share
 
@@ -176,7 +188,7 @@ async def test_a_canary_that_cannot_load_fails_at_its_first_step(operator, api, 
 async def test_commands_from_the_annotation_and_the_cli(operator, api, k8s, capsys):
     # No traffic at all: the first step waits for requests; commands still apply.
     assert (await api.post(FLEETS, json=canary_fleet("held", "v2"))).status_code in (200, 201)
-    await eventually(lambda: rollout(api, "held"), timeout=20)
+    await eventually_async(lambda: rollout(api, "held"), timeout=20)
 
     async def annotate(value):
         resp = await api.patch(f"{FLEETS}/held", json={"metadata": {"annotations": {"slmfleet.io/rollout": value}}},
@@ -188,13 +200,13 @@ async def test_commands_from_the_annotation_and_the_cli(operator, api, k8s, caps
         return "slmfleet.io/rollout" not in (fleet["metadata"].get("annotations") or {})
 
     await annotate("pause shout")
-    paused = await eventually(lambda: _where(rollout(api, "held"), lambda r: r["phase"] == "Paused"))
+    paused = await eventually_async(lambda: _where(rollout(api, "held"), lambda r: r["phase"] == "Paused"))
     assert paused["weight"] == 20
-    await eventually(annotation_gone)
+    await eventually_async(annotation_gone)
 
     await annotate("launch shout")
-    await eventually(lambda: events(api, "InvalidRolloutCommand"))
-    await eventually(annotation_gone)
+    await events(api, "InvalidRolloutCommand")
+    await eventually_async(annotation_gone)
     assert (await rollout(api, "held"))["phase"] == "Paused"  # nothing changed
 
     # `slm-fleet rollout` on Kubernetes: status from the fleet, a command as the annotation.
@@ -204,7 +216,7 @@ async def test_commands_from_the_annotation_and_the_cli(operator, api, k8s, caps
     assert "shout  shout@v2  shout@v1  Paused" in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["rollout", "abort", "--fleet", "held"]) == 0
     assert "slmfleet.io/rollout='abort'" in capsys.readouterr().out
-    aborted = await eventually(lambda: _where(rollout(api, "held"), lambda r: r["phase"] == "RolledBack"))
+    aborted = await eventually_async(lambda: _where(rollout(api, "held"), lambda r: r["phase"] == "RolledBack"))
     assert aborted["reason"] == "aborted" and await canary_weight(api, "held") == 0
     assert await asyncio.to_thread(main, ["rollout", "pause", "--fleet", "nope"]) == 1
     assert "ModelFleet default/nope not found" in capsys.readouterr().err
@@ -213,7 +225,7 @@ async def test_commands_from_the_annotation_and_the_cli(operator, api, k8s, caps
 @pytest.mark.parametrize("operator_env", [{}])  # no SLMFLEET_PROMETHEUS_URL
 async def test_without_prometheus_a_rollout_waits_and_says_why(operator, api):
     assert (await api.post(FLEETS, json=canary_fleet("blind", "v2"))).status_code in (200, 201)
-    r = await eventually(lambda: _where(rollout(api, "blind"), lambda r: "Prometheus" in r["reason"]))
+    r = await eventually_async(lambda: _where(rollout(api, "blind"), lambda r: "Prometheus" in r["reason"]))
     assert (r["phase"], r["weight"]) == ("Progressing", 20)
     assert "set rollouts.prometheusUrl" in r["reason"]
 

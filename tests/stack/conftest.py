@@ -23,6 +23,7 @@ from serving.api.documents import load_fleet_file
 from serving.api.fleet import parse_fleet
 from serving.local import runtime as local_runtime
 from serving.local.demo import ensure_assets, stage
+from serving.local.ports import free_port
 from serving.local.s3 import local_s3
 from tests.stack.otlp_receiver import OTLPReceiver
 from tests.stack.prometheus_server import Prometheus
@@ -52,6 +53,13 @@ def _test_fleet() -> dict:
         {"name": "misfit", "targets": [{"adapter": "misfit", "version": "v1"}]},
     ]
     return spec
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/stack is a ``stack`` test: ``pytest -m "not stack"`` leaves them out."""
+    for item in items:
+        if item.path.is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.stack)
 
 
 class Fleet:
@@ -98,8 +106,10 @@ def fleet(s3, assets, otlp, tmp_path_factory):
     stage(load_fleet_file(QUICKSTART), assets, store)
     store.push(misfit, adapter="misfit", version="v1", to=f"s3://{BUCKET}/adapters")
 
-    port = 8000 + os.getpid() % 1000
-    metrics_port = port + 1000
+    port = free_port()
+    metrics_port = free_port()
+    while metrics_port == port:
+        metrics_port = free_port()
     # Ray's workers inherit this environment: the replicas export their spans to ``otlp``.
     os.environ.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url, OTEL_BSP_SCHEDULE_DELAY="100",
                       OTEL_SERVICE_NAME="slm-fleet-test")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -12,6 +11,7 @@ import yaml
 
 from serving.local.ports import free_port
 from serving.observability.metrics import prometheus_scrape_rename
+from tests.waiting import eventually
 
 BINARY = "/usr/bin/prometheus"
 
@@ -39,15 +39,18 @@ class Prometheus:
             [BINARY, f"--config.file={self.folder / 'prometheus.yml'}", f"--storage.tsdb.path={self.folder / 'data'}",
              f"--web.listen-address={self.url.removeprefix('http://')}"],
             stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             try:
-                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return self
+                return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"prometheus did not become ready; see {self.folder / 'prometheus.log'}")
+                return False
+
+        try:
+            eventually(ready, timeout=30, interval=0.3)
+        except AssertionError:
+            raise RuntimeError(f"prometheus did not become ready; see {self.folder / 'prometheus.log'}") from None
+        return self
 
     def query(self, promql: str) -> list[dict]:
         """Instant query; raises with Prometheus's message on a bad expression."""

@@ -89,6 +89,7 @@ def test_source_problems_find_missing_versions_and_wrong_bases(store, assets, tm
     })
     problems = [str(p) for p in source_problems(spec, store)]
     assert len(problems) == 3, problems
-    assert problems[0].startswith("spec.adapters[0].versions[1].source: adapter 'shout' version 'v2': no adapter_config.json")
+    assert problems[0].startswith("spec.adapters[0].versions[1].source: adapter 'shout' version 'v2': "
+                                  "no adapter_config.json")
     assert "trained on base 'other-base'" in problems[1]
     assert "rank 16, above maxLoraRank 8" in problems[2]

@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.waiting import eventually
+
 PROMPT = "in: red fox\nout:"
 
 
@@ -61,7 +63,6 @@ def test_unloadable_adapter_fails_its_route_only(client, route, words):
 
 
 def test_adapter_failures_are_logged_with_adapter_version_and_cause(client):
-    import time
     from pathlib import Path
 
     import ray
@@ -71,12 +72,12 @@ def test_adapter_failures_are_logged_with_adapter_version_and_cause(client):
     # log rather than Serve's per-replica file; both are under the session's logs.
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     wanted = "adapter load failed: adapter=ghost version=v1 source=s3://slmfleet-demo/adapters/ghost/v1 cause="
-    deadline = time.monotonic() + 30  # replica logs are flushed asynchronously
-    while time.monotonic() < deadline:
+
+    def logged() -> str:
         text = "".join(p.read_text(errors="replace") for p in logs.rglob("*") if p.suffix in (".log", ".err"))
-        if wanted in text:
-            break
-        time.sleep(1)
-    assert wanted in text
+        return text if wanted in text else ""
+
+    # replica logs are flushed asynchronously
+    text = eventually(logged, timeout=30, interval=1, message=f"no log line with {wanted!r}")
     line = text.split(wanted, 1)[0].rsplit("\n", 1)[-1] + wanted + text.split(wanted, 1)[1].split("\n", 1)[0]
     assert "slm-fleet_BaseModel:tiny-llama" in line and "no adapter_config.json" in line

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving.local.serve import watch_fleet_file
 from serving.local import runtime as local_runtime
+from serving.local.serve import watch_fleet_file
 
 ROOT = Path(__file__).parents[2]
 # The test fleet's routes that answer; ghost, corrupt and misfit fail on purpose (conftest.py).

@@ -32,6 +32,7 @@ from serving.local.rollouts import LocalRollouts
 from serving.rollouts.driver import Rollouts
 from serving.rollouts.metric_sources import PrometheusSource
 from tests.stack.conftest import BUCKET
+from tests.waiting import eventually
 
 ROOT = Path(__file__).parents[2]
 FIRST_STEP = 10
@@ -53,7 +54,8 @@ def with_canary(fleet, version: str):
     route = next(r for r in spec["routes"] if r["name"] == "shout")
     route["strategy"] = {"canary": {
         "version": version, "steps": [FIRST_STEP, 50, 100], "interval": "4s",
-        "analysis": {"minRequests": 4, "maxErrorRate": 0.01, "maxP95Ratio": 10, "probes": {"minPassRate": 1, "prompts": [
+        "analysis": {"minRequests": 4, "maxErrorRate": 0.01, "maxP95Ratio": 10,
+                     "probes": {"minPassRate": 1, "prompts": [
             # The shout adapter answers in upper case: no lower-case letter may appear.
             {"prompt": "in: red fox\nout:", "maxTokens": 6, "regex": "^[^a-z]+$"},
             {"prompt": "in: blue moon star\nout:", "maxTokens": 6, "regex": "^[^a-z]+$"},
@@ -99,20 +101,20 @@ def roll_out(fleet, prometheus, version: str, tmp_path: Path):
     stop = threading.Event()
     ticker = threading.Thread(target=driver.run, args=(stop,), daemon=True)
     locust = Locust(fleet.url, tmp_path)
+
+    def ended() -> bool:
+        status = driver.statuses.get("shout")
+        return status is not None and status.phase in ("Promoted", "RolledBack", "Failed")
+
     ticker.start()
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            status = driver.statuses.get("shout")
-            if status is not None and status.phase in ("Promoted", "RolledBack", "Failed"):
-                break
-            time.sleep(0.5)
+        eventually(ended, timeout=180, interval=0.5, message=f"the rollout of shout@{version} did not end")
         time.sleep(3)  # load goes on after the rollout ended: all of it on the version that won
     finally:
         stop.set()
         ticker.join(timeout=120)
         served = locust.stop()
-    print(f"rollout of shout@{version}:", *events, f"served: {served}", sep="\n  ")
+        print(f"rollout of shout@{version}:", *events, f"served: {served}", sep="\n  ")
     return driver.statuses["shout"], served
 
 

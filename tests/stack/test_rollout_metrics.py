@@ -8,6 +8,7 @@ import time
 import httpx
 
 from serving.rollouts.metric_sources import PrometheusSource, ScrapeSource, Target, snapshot_of
+from tests.waiting import eventually
 
 JSON_V1 = Target("json", "json", "v1")
 
@@ -21,11 +22,12 @@ def send(client, n: int) -> None:
 def observe_step(source, since: float, requests: int, timeout: float, interval: float):
     """The step's observation once it holds ``requests`` requests and a p95. Ray exports the
     counters and the latency histogram apart, so wait for both (the engine does too)."""
-    deadline = time.monotonic() + timeout
-    while ((obs := source.observe(JSON_V1, since)).requests < requests or obs.p95_ms is None) \
-            and time.monotonic() < deadline:
-        time.sleep(interval)
-    return obs
+    def check():
+        obs = source.observe(JSON_V1, since)
+        assert obs.requests >= requests and obs.p95_ms is not None, obs
+        return obs
+
+    return eventually(check, timeout=timeout, interval=interval, message=f"no step of {requests} requests and a p95")
 
 
 def test_scrape_source_counts_the_requests_of_a_step(fleet, client):
@@ -48,16 +50,15 @@ def test_prometheus_source_sees_them_too(fleet, prometheus, client):
 
     before = total()
     send(client, 1)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def caught_up() -> bool:
         now = total()
         seen = sum(float(r["value"][1]) for r in prometheus.query(
             f"slmfleet_requests_total{{{JSON_V1.selector()}}}"))
-        if now > before and seen == now:
-            break
-        time.sleep(0.5)
-    else:
-        raise AssertionError(f"Prometheus never caught up with the fleet's total ({seen} vs {now})")
+        assert now > before and seen == now, f"{seen} vs {now}"
+        return True
+
+    eventually(caught_up, timeout=30, interval=0.5, message="Prometheus never caught up with the fleet's total")
     time.sleep(2)  # the window's start is rounded down to whole seconds
     source = PrometheusSource(prometheus.url)
     since = time.time()

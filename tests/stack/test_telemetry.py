@@ -5,12 +5,12 @@ from __future__ import annotations
 import copy
 import json
 import secrets
-import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from serving.observability.metrics import BY_NAME
+from tests.waiting import eventually
 
 
 def scrape(fleet) -> list:
@@ -31,16 +31,14 @@ def ray(name: str, suffix: str = "") -> str:
 
 def moved(fleet, before, checks, timeout=20):
     """Poll the metrics until every (name, labels, delta) check holds; replicas report every 0.5 s."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def check():
         now = scrape(fleet)
         missing = [(n, labels, want, value(now, n, **labels) - value(before, n, **labels))
                    for n, labels, want in checks if value(now, n, **labels) - value(before, n, **labels) != want]
-        if not missing:
-            return now
-        if time.monotonic() > deadline:
-            raise AssertionError(f"metrics did not move as expected (name, labels, want, got): {missing}")
-        time.sleep(0.5)
+        assert not missing, f"(name, labels, want, got): {missing}"
+        return now
+
+    return eventually(check, timeout=timeout, interval=0.5, message="metrics did not move as expected")
 
 
 def chat(client, route, headers=None):
@@ -80,7 +78,8 @@ def test_a_stream_counts_tokens_without_showing_the_usage_chunk(fleet, client):
         (ray("slmfleet_time_to_first_token_seconds", "_count"), reverse, 1),
         (ray("slmfleet_request_duration_seconds", "_count"), reverse, 1),
     ])
-    generated = value(after, ray("slmfleet_output_tokens_total"), **reverse) - value(before, ray("slmfleet_output_tokens_total"), **reverse)
+    output_tokens = ray("slmfleet_output_tokens_total")
+    generated = value(after, output_tokens, **reverse) - value(before, output_tokens, **reverse)
     assert 1 <= generated <= 6
 
 
@@ -123,7 +122,8 @@ def test_a_cold_load_is_counted_and_timed_and_residency_exported(fleet, client):
             (ray("slmfleet_adapter_loads_total"), {**labels, "outcome": "loaded"}, 1),
             (ray("slmfleet_adapter_load_duration_seconds", "_count"), labels, 1),
         ])
-        resident = [s for s in after if s.name == ray("slmfleet_adapters_resident") and s.labels["base_model"] == "tiny-llama"]
+        resident = [s for s in after
+                    if s.name == ray("slmfleet_adapters_resident") and s.labels["base_model"] == "tiny-llama"]
         assert resident and all(s.labels.get("replica") for s in resident)
         assert max(s.value for s in resident) >= 1
     finally:
@@ -134,10 +134,13 @@ def test_a_request_leaves_one_trace_router_to_engine(fleet, client, otlp):
     trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
     r = chat(client, "json", headers={"traceparent": f"00-{trace_id}-{client_span}-01"})
     assert r.status_code == 200
-    deadline = time.monotonic() + 20
-    while len(otlp.trace(trace_id)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    spans = {s.name: s for s in otlp.trace(trace_id)}
+
+    def three_spans():
+        spans = otlp.trace(trace_id)
+        assert len(spans) >= 3, f"spans so far: {[s.name for s in spans]}"
+        return spans
+
+    spans = {s.name: s for s in eventually(three_spans, timeout=20, interval=0.2, message="the trace is incomplete")}
     assert set(spans) == {"slmfleet.router", "slmfleet.base_model", "slmfleet.engine"}, spans
     router, base, engine = spans["slmfleet.router"], spans["slmfleet.base_model"], spans["slmfleet.engine"]
     assert router.parent_id == client_span and base.parent_id == router.span_id and engine.parent_id == base.span_id

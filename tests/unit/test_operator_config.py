@@ -29,7 +29,8 @@ def test_settings_default_and_from_env():
     ({"SLMFLEET_S3_ENDPOINT_URL": "minio:9000"}, "must be an http(s):// URL"),
     ({"SLMFLEET_OTLP_ENDPOINT": "collector:4318"}, "SLMFLEET_OTLP_ENDPOINT='collector:4318' must be an http(s):// URL"),
     ({"SLMFLEET_S3_CREDENTIALS_SECRET": "Bucket_Creds"}, "is not a Kubernetes object name"),
-    ({"SLMFLEET_PROMETHEUS_URL": "prometheus:9090"}, "SLMFLEET_PROMETHEUS_URL='prometheus:9090' must be an http(s):// URL"),
+    ({"SLMFLEET_PROMETHEUS_URL": "prometheus:9090"},
+     "SLMFLEET_PROMETHEUS_URL='prometheus:9090' must be an http(s):// URL"),
     ({"SLMFLEET_ROLLOUT_TICK_SECONDS": "0"}, "SLMFLEET_ROLLOUT_TICK_SECONDS='0' must be a positive number"),
     ({"SLMFLEET_ROLLOUT_TICK_SECONDS": "often"}, "must be a positive number of seconds"),
     ({"SLMFLEET_FLEET_URL": "http://{fleet}:8000"}, "may only use {name} and {namespace}"),
@@ -57,7 +58,8 @@ def test_crd_is_structural_with_columns_and_status():
     assert doc["metadata"]["name"] == "modelfleets.slmfleet.io"
     assert doc["spec"]["names"]["shortNames"] == ["mf"] and doc["spec"]["scope"] == "Namespaced"
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Ready", "Routes", "Adapters", "Rollout", "Canary", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Ready", "Routes", "Adapters", "Rollout", "Canary", "Age"]
     schema = version["schema"]["openAPIV3Schema"]
     for path, node in _walk(schema["properties"]["spec"], "spec"):
         if ".properties." in path + "." and path.endswith(".properties"):
@@ -112,3 +114,27 @@ def test_cli_render_errors(args, env, words, capsys, monkeypatch, tmp_path):
     assert main([str(bare) if a == "BARE" else a for a in args]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and words in err
+
+
+async def test_the_rollout_tick_comes_from_the_settings_the_operator_started_with():
+    import types
+
+    from operators import handlers
+
+    class Stopped:
+        """kopf's DaemonStopped as the daemon uses it: falsy until stopped, wait(timeout)."""
+
+        def __init__(self, ticks):
+            self.waits, self.ticks = [], ticks
+
+        def __bool__(self):
+            return len(self.waits) >= self.ticks
+
+        async def wait(self, timeout):
+            self.waits.append(timeout)
+
+    memo = types.SimpleNamespace(settings=OperatorSettings(rollout_tick_seconds=0.25))
+    body = {"metadata": {"name": "f", "namespace": "default"}, "status": {}}  # no RayService yet: a quiet tick
+    stopped = Stopped(ticks=3)
+    await handlers.drive_rollouts(body=body, memo=memo, stopped=stopped)
+    assert stopped.waits == [0.25, 0.25, 0.25]

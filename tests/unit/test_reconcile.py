@@ -81,7 +81,8 @@ def test_a_change_patches_the_rayservice_and_says_what_it_did(change, kind):
     assert p.status["lastChange"] == kind and p.status["observedGeneration"] == 2
     assert p.event[:2] == ("Normal", kind)
     if kind == "ServeConfigUpdated":  # the Ray cluster is left as it is
-        assert "rayClusterConfig" not in p.patch["spec"] or p.patch["spec"]["rayClusterConfig"] == rs["spec"]["rayClusterConfig"]
+        assert ("rayClusterConfig" not in p.patch["spec"]
+                or p.patch["spec"]["rayClusterConfig"] == rs["spec"]["rayClusterConfig"])
     assert change_kind(rs, {"spec": p.patch["spec"]}) == kind
 
 
@@ -92,7 +93,8 @@ def test_an_invalid_spec_touches_nothing_and_keeps_the_running_status():
     assert p.create is None and p.patch is None
     assert p.status["observedGeneration"] == 1 and p.status["routeCount"] == 3  # still what runs
     c = cond(p.status, "Reconciled")
-    assert (c["status"], c["reason"], c["observedGeneration"], c["lastTransitionTime"]) == ("False", "InvalidSpec", 2, T1)
+    assert (c["status"], c["reason"], c["observedGeneration"], c["lastTransitionTime"]) == (
+        "False", "InvalidSpec", 2, T1)
     assert "spec.routes[0].targets: weights of route 'shout' sum to 70; they must sum to 100" in c["message"]
     assert "spec.routes[1].targets[0].adapter" in c["message"]
     assert p.event[0:2] == ("Warning", "InvalidSpec") and p.event[2] == c["message"]

@@ -32,7 +32,8 @@ def _closed(node):
     if not isinstance(node, dict):
         return node
     out = {k: _closed(v) for k, v in node.items()}
-    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
         out["additionalProperties"] = False
     return out
 
@@ -81,7 +82,8 @@ def test_one_worker_group_per_base_model_sized_for_one_replica():
     assert gpu["labels"] == {"slmfleet.io/base-model": "tiny-llama", "ray.io/accelerator-type": "L4"}
     assert gpu["resources"] == {"accelerator_type:L4": "1"}
     cpu = groups["tiny-qwen"]
-    assert "resources" not in cpu and "nvidia.com/gpu" not in cpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    limits = cpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert "resources" not in cpu and "nvidia.com/gpu" not in limits
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # no engines on the head
     assert cluster["enableInTreeAutoscaling"] is True
 

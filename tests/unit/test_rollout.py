@@ -30,7 +30,8 @@ def run(steps, policy=POLICY):
 def test_a_good_canary_is_promoted_step_by_step():
     out = run([(0, GOOD, None)] + [(60, GOOD, None)] * 5)
     assert [d.canary_weight for d in out] == [5, 25, 50, 100, 100, 100]
-    assert [d.state.phase for d in out][-3:] == [Phase.PROGRESSING, Phase.PROMOTED, Phase.PROMOTED]  # 100% is checked too
+    # The 100% step is checked too.
+    assert [d.state.phase for d in out][-3:] == [Phase.PROGRESSING, Phase.PROMOTED, Phase.PROMOTED]
     assert out[-1].state.steps_passed == 4 and out[-2].changed and not out[-1].changed
     assert "step 1 passed" in out[1].state.reason and "now 25%" in out[1].state.reason
 
@@ -38,7 +39,8 @@ def test_a_good_canary_is_promoted_step_by_step():
 @pytest.mark.parametrize("obs,words", [
     (Observation(requests=50, errors=5, p95_ms=200, stable_p95_ms=180, probe_pass_rate=1.0), "error rate 10.0% > 5.0%"),
     (Observation(requests=50, errors=0, p95_ms=800, stable_p95_ms=700, probe_pass_rate=1.0), "p95 800 ms > 500 ms"),
-    (Observation(requests=50, errors=0, p95_ms=400, stable_p95_ms=100, probe_pass_rate=1.0), "p95 4.00x stable > 1.50x"),
+    (Observation(requests=50, errors=0, p95_ms=400, stable_p95_ms=100, probe_pass_rate=1.0),
+     "p95 4.00x stable > 1.50x"),
     (Observation(requests=50, errors=0, p95_ms=200, stable_p95_ms=180, probe_pass_rate=0.5), "probes passed 50% < 90%"),
     # A broken limit fails the step even while another number has not arrived yet.
     (Observation(requests=50, errors=50), "error rate 100.0% > 5.0%"),
@@ -109,8 +111,8 @@ def test_a_changed_rollout_starts_again():
     assert other.state.phase == Phase.PROGRESSING and other.canary_weight == 5 and other.changed
 
 
-@pytest.mark.parametrize("steps,words", [((), "each must be"), ((5, 150), "each must be"), ((50, 25, 100), "must increase"),
-                                         ((5, 50), "must end at 100")])
+@pytest.mark.parametrize("steps,words", [((), "each must be"), ((5, 150), "each must be"),
+                                         ((50, 25, 100), "must increase"), ((5, 50), "must end at 100")])
 def test_bad_policies_are_refused(steps, words):
     with pytest.raises(ValueError, match=words):
         Policy(steps=steps, interval_s=60)

@@ -40,7 +40,8 @@ def canary_fleet(canary=None, **changes):
     ({**CANARY, "steps": [0, 100]}, {}, "each must be a weight in 1..100"),
     ({**CANARY, "interval": "30"}, {}, "routes[0].strategy.canary.interval"),
     (CANARY, {"routes.0.targets": [{"adapter": "shout", "version": "v1", "weight": 50},
-                                   {"adapter": "json", "version": "v1", "weight": 50}]}, "needs exactly one stable target"),
+                                   {"adapter": "json", "version": "v1", "weight": 50}]},
+     "needs exactly one stable target"),
     ({**CANARY, "analysis": {"probes": {"prompts": [{"prompt": "x"}]}}}, {}, "exactly one check"),
     ({**CANARY, "analysis": {"probes": {"prompts": [{"prompt": "x", "regex": "(["}]}}}, {}, "does not compile"),
     ({**CANARY, "analysis": {"probes": {"prompts": [{"prompt": "x", "jsonSchema": {"type": "nope"}}]}}}, {},
@@ -48,8 +49,8 @@ def canary_fleet(canary=None, **changes):
     ({**CANARY, "analysis": {"maxErrorRate": 2}}, {}, "maxErrorRate"),
 ])
 def test_bad_canaries_are_refused_naming_the_field(canary, changes, words):
-    data = fleet(**{"routes.0.targets": [{"adapter": "shout", "version": "v1"}], "routes.0.strategy": {"canary": canary},
-                    **changes})
+    data = fleet(**{"routes.0.targets": [{"adapter": "shout", "version": "v1"}],
+                    "routes.0.strategy": {"canary": canary}, **changes})
     with pytest.raises(FleetSpecError) as err:
         parse_fleet(data)
     assert words in str(err.value)
@@ -68,7 +69,8 @@ def test_a_base_model_route_names_its_canary_adapter():
 def test_the_canary_takes_its_weight_from_the_stable_target():
     spec = canary_fleet()
     assert [(t.version, t.weight) for t in RoutingTable(spec).routes["shout"]] == [("v1", 100), ("v2", 0)]
-    assert [(t.version, t.weight) for t in RoutingTable(spec, {"shout": 25}).routes["shout"]] == [("v1", 75), ("v2", 25)]
+    routes = RoutingTable(spec, {"shout": 25}).routes
+    assert [(t.version, t.weight) for t in routes["shout"]] == [("v1", 75), ("v2", 25)]
     config = serve_config(spec, canary_weights={"shout": 25})
     assert config["applications"][0]["deployments"][0]["user_config"]["canaryWeights"] == {"shout": 25}
 
@@ -254,13 +256,11 @@ def test_parse_command_refuses_with_what_to_do(text, words):
         parse_command(text, canary_fleet())
 
 
-# --- the local driver and `slm-fleet rollout` ----------------------------------------------------------
+# --- the local driver (its control endpoint and `slm-fleet rollout`: tests/stack/test_rollout_control.py) ---
 
-@pytest.fixture
-def local(capsys):
-    """A LocalRollouts with its control endpoint; deploys are recorded instead of sent to Ray."""
-    from serving.local.ports import free_port
-    from serving.local.rollouts import LocalRollouts, serve_control
+def local_rollouts():
+    """A LocalRollouts on a good canary, with its deploys recorded instead of sent to Ray; (driver, deploys, clock)."""
+    from serving.local.rollouts import LocalRollouts
 
     deployed = []
     numbers = Numbers()
@@ -268,20 +268,16 @@ def local(capsys):
     clock = [1_000.0]
     driver = LocalRollouts(canary_fleet(), Rollouts(numbers), deploy=lambda spec, w: deployed.append(dict(w)),
                            tick_s=1, report=lambda line: None, clock=lambda: clock[0])
-    port = free_port()
-    server = serve_control(driver, port)
-    yield driver, deployed, clock, f"http://127.0.0.1:{port}"
-    server.shutdown()
+    return driver, deployed, clock
 
 
-def cli(*argv):
-    from serving.cli.main import main
-
-    return main(list(argv))
+@pytest.fixture
+def local():
+    return local_rollouts()
 
 
 def test_local_rollouts_redeploy_when_a_weight_changes(local):
-    driver, deployed, clock, _ = local
+    driver, deployed, clock = local
     driver.apply(driver.spec)
     driver.tick()
     clock[0] += 5
@@ -289,19 +285,3 @@ def test_local_rollouts_redeploy_when_a_weight_changes(local):
     clock[0] += 31
     driver.tick()
     assert deployed == [{"shout": 0}, {"shout": 10}, {"shout": 50}]
-
-
-def test_rollout_cli_against_a_local_fleet(local, capsys):
-    driver, deployed, clock, url = local
-    driver.tick()
-    assert cli("rollout", "status", "--control", url) == 0
-    out = capsys.readouterr().out
-    assert "shout  shout@v2  shout@v1  Progressing  1/3   10%" in out and "history of shout (shout@v2)" in out
-    assert cli("rollout", "pause", "shout", "--control", url) == 0
-    assert "pause queued for shout" in capsys.readouterr().out
-    driver.tick()
-    assert driver.statuses["shout"].phase == "Paused"
-    assert cli("rollout", "abort", "json", "--control", url) == 1
-    assert "route 'json' has no canary strategy" in capsys.readouterr().err
-    assert cli("rollout", "status", "--json", "--control", url) == 0
-    assert '"phase": "Paused"' in capsys.readouterr().out

@@ -1,0 +1,76 @@
+"""Waiting for a signal instead of sleeping a fixed time: the one poll helper of the test suites.
+
+Contract (both functions): call ``check()`` until it returns a truthy value, and return that value.
+A check may also say "not yet" by raising ``AssertionError`` (so it can use ``assert`` and name what
+is missing); any other exception propagates at once. The check runs at least once, then every
+``interval`` seconds; once ``timeout`` seconds have passed, the wait fails with an
+``AssertionError`` that starts with ``message`` and ends with the last failure: the check's own
+``AssertionError`` (chained), or its last falsy return value.
+
+``eventually`` sleeps with ``time.sleep``; ``eventually_async`` with ``asyncio.sleep``, and awaits
+the check's result when it is awaitable (an ``async def`` check, or a lambda returning a coroutine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any
+
+TIMEOUT = 15.0
+INTERVAL = 0.1
+
+
+class _Attempts:
+    """The bookkeeping both waits share: the deadline, and what the last try gave."""
+
+    def __init__(self, timeout: float, message: str | None):
+        self.timeout, self.message = timeout, message
+        self.deadline = time.monotonic() + timeout
+
+    def expired(self, last: Any) -> AssertionError | None:
+        """The failure to raise if the time is up, else None (try again)."""
+        if time.monotonic() < self.deadline:
+            return None
+        what = self.message or "condition not met"
+        if isinstance(last, AssertionError):
+            err = AssertionError(f"{what} within {self.timeout}s: {last}")
+            err.__cause__ = last
+            return err
+        return AssertionError(f"{what} within {self.timeout}s (last value: {last!r})")
+
+
+def eventually(check: Callable[[], Any], *, timeout: float = TIMEOUT, interval: float = INTERVAL,
+               message: str | None = None) -> Any:
+    """``check()``'s first truthy value; see the module's docstring for the contract."""
+    attempts = _Attempts(timeout, message)
+    while True:
+        try:
+            last = check()
+            if last:
+                return last
+        except AssertionError as err:
+            last = err
+        if failure := attempts.expired(last):
+            raise failure
+        time.sleep(interval)
+
+
+async def eventually_async(check: Callable[[], Any], *, timeout: float = TIMEOUT, interval: float = INTERVAL,
+                           message: str | None = None) -> Any:
+    """``eventually`` in an event loop: the check may be async, and waiting lets other tasks run."""
+    attempts = _Attempts(timeout, message)
+    while True:
+        try:
+            last = check()
+            if inspect.isawaitable(last):
+                last = await last
+            if last:
+                return last
+        except AssertionError as err:
+            last = err
+        if failure := attempts.expired(last):
+            raise failure
+        await asyncio.sleep(interval)
