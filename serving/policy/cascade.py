@@ -2,8 +2,9 @@
 
 A cascade route tries its tiers in order (small specialist first, large model last). A tier's
 answer is accepted when every check set on it passes; otherwise the request goes to the next
-tier, and the reason is kept for the response's headers. The router (``serving.dataplane.router``) does the
-sending; this module only judges, so every rule here is tested without a server.
+tier, and the reason is kept for the response's headers. The cascade runner
+(``serving.dataplane.cascade_runner``) does the sending; this module only judges, so every rule
+here is tested without a server.
 
 Streaming: a cascade cannot send a token before it knows the tier that will answer, so a streamed
 request is answered after the accepted tier finished and passed its checks, as one content chunk
