@@ -23,23 +23,29 @@ TIMEOUT = 15.0
 INTERVAL = 0.1
 
 
+_AGAIN = object()
+
+
 class _Attempts:
-    """The bookkeeping both waits share: the deadline, and what the last try gave."""
+    """The bookkeeping both waits share: the deadline, and what to make of a try's outcome."""
 
     def __init__(self, timeout: float, message: str | None):
         self.timeout, self.message = timeout, message
         self.deadline = time.monotonic() + timeout
 
-    def expired(self, last: Any) -> AssertionError | None:
-        """The failure to raise if the time is up, else None (try again)."""
+    def judge(self, last: Any) -> Any:
+        """The value to return, ``_AGAIN`` to try again, or the failure raised once time is up.
+
+        ``last`` is what the check returned, or the AssertionError it raised.
+        """
+        if last and not isinstance(last, AssertionError):
+            return last
         if time.monotonic() < self.deadline:
-            return None
+            return _AGAIN
         what = self.message or "condition not met"
         if isinstance(last, AssertionError):
-            err = AssertionError(f"{what} within {self.timeout}s: {last}")
-            err.__cause__ = last
-            return err
-        return AssertionError(f"{what} within {self.timeout}s (last value: {last!r})")
+            raise AssertionError(f"{what} within {self.timeout}s: {last}") from last
+        raise AssertionError(f"{what} within {self.timeout}s (last value: {last!r})")
 
 
 def eventually(check: Callable[[], Any], *, timeout: float = TIMEOUT, interval: float = INTERVAL,
@@ -49,12 +55,10 @@ def eventually(check: Callable[[], Any], *, timeout: float = TIMEOUT, interval: 
     while True:
         try:
             last = check()
-            if last:
-                return last
         except AssertionError as err:
             last = err
-        if failure := attempts.expired(last):
-            raise failure
+        if (result := attempts.judge(last)) is not _AGAIN:
+            return result
         time.sleep(interval)
 
 
@@ -67,10 +71,8 @@ async def eventually_async(check: Callable[[], Any], *, timeout: float = TIMEOUT
             last = check()
             if inspect.isawaitable(last):
                 last = await last
-            if last:
-                return last
         except AssertionError as err:
             last = err
-        if failure := attempts.expired(last):
-            raise failure
+        if (result := attempts.judge(last)) is not _AGAIN:
+            return result
         await asyncio.sleep(interval)
