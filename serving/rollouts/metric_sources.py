@@ -81,9 +81,10 @@ class PrometheusSource(MetricSource):
     clock: Callable[[], float] = time.time
     timeout_s: float = 10
 
-    def _value(self, name: str, target: Target, window_s: int, extra: str = "") -> float | None:
+    def _value(self, name: str, target: Target, window_s: int, at: float, extra: str = "") -> float | None:
         promql = PROMETHEUS_QUERIES[name].format(selector=target.selector() + extra, window=f"{max(window_s, 1)}s")
-        resp = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout_s)
+        resp = httpx.get(f"{self.url}/api/v1/query", params={"query": promql, "time": f"{at:.3f}"},
+                         timeout=self.timeout_s)
         body = resp.json()
         if body.get("status") != "success":
             raise RuntimeError(f"Prometheus refused {promql!r}: {body.get('error')}")
@@ -92,12 +93,18 @@ class PrometheusSource(MetricSource):
         return sum(values) if values else None
 
     def observe(self, target: Target, since: float) -> Observation:
-        window = int(math.ceil(self.clock() - since))
-        requests = self._value("requests", target, window) or 0
-        errors = self._value("errors", target, window) or 0
-        p95 = self._value("p95_seconds", target, window)
-        unavailable = self._value("errors", target, window, f', error_type="{UNAVAILABLE}"') or 0
-        return Observation(requests=int(round(requests)), errors=int(round(errors)),
+        # Every query of one observation is evaluated at the same instant, so that a scrape landing
+        # between two queries cannot count more errors than requests (CI saw a 137.5% error rate).
+        at = self.clock()
+        window = int(math.ceil(at - since))
+        requests = self._value("requests", target, window, at) or 0
+        errors = self._value("errors", target, window, at) or 0
+        p95 = self._value("p95_seconds", target, window, at)
+        unavailable = self._value("errors", target, window, at, f', error_type="{UNAVAILABLE}"') or 0
+        # Failed requests are a subset of the requests: what a scrape ingested mid-query still cannot
+        # make them more.
+        requests, errors = int(round(requests)), int(round(errors))
+        return Observation(requests=requests, errors=min(errors, requests),
                            p95_ms=None if p95 is None else p95 * 1000, load_error=load_error(int(round(unavailable))))
 
 

@@ -73,3 +73,22 @@ def test_scrape_source_keeps_a_bounded_number_of_baselines():
         source.mark(float(since))
     assert len(source._baselines) == ScrapeSource.BASELINES_KEPT
     assert min(source._baselines) == 2 * ScrapeSource.BASELINES_KEPT  # the oldest went first
+
+
+def test_prometheus_queries_of_one_observation_share_an_instant_and_errors_never_exceed_requests(monkeypatch):
+    from serving.rollouts import metric_sources
+
+    asked = []
+
+    def get(url, params, timeout):
+        asked.append(params)
+        value = {"requests": 8, "errors": 11}["errors" if "errors" in params["query"] else "requests"]
+        if "histogram_quantile" in params["query"]:
+            value = 0.2
+        body = {"status": "success", "data": {"result": [{"value": [0, str(value)]}]}}
+        return type("Response", (), {"json": lambda self: body})()
+
+    monkeypatch.setattr(metric_sources.httpx, "get", get)
+    obs = metric_sources.PrometheusSource("http://prometheus", clock=lambda: 1_030.5).observe(V2, 1_000.0)
+    assert {p["time"] for p in asked} == {"1030.500"} and len(asked) == 4
+    assert (obs.requests, obs.errors, obs.p95_ms) == (8, 8, 200.0)
