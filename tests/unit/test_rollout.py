@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serving.api.status import RolloutPhase as Phase
-from serving.policy.rollout import TERMINAL, Analysis, Command, Observation, Policy, decide
+from serving.policy.rollout import TERMINAL, Analysis, Command, Observation, Policy, analyse, decide
 
 POLICY = Policy(steps=(5, 25, 50, 100), interval_s=60,
                 analysis=Analysis(min_requests=20, max_error_rate=0.05, max_p95_ms=500, max_p95_ratio=1.5,
@@ -160,3 +160,8 @@ def test_a_canary_that_cannot_load_never_gets_past_its_first_step(policy, steps)
     broken = [(t, Observation(load_error="corrupt"), c) for t, _, c in steps]
     out = run(broken, policy)
     assert all(d.canary_weight == 0 and d.state.phase == Phase.FAILED for d in out)  # even when promoted by hand
+
+
+def test_a_step_without_requests_waits_even_when_none_are_required():
+    passed, why = analyse(Analysis(min_requests=0), Observation(requests=0))
+    assert passed is None and why == "waiting for traffic: 0/1 requests"
