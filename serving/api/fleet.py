@@ -25,6 +25,26 @@ from serving.api.fields import NAME_PATTERN, SHA256_PATTERN, VERSION_PATTERN, Sp
 from serving.api.problems import FleetProblems, FleetSpecError, Problem, problems_from_validation_error
 from serving.api.routes import RouteSpec, TargetRef, TierChecks
 
+# vLLM's tool-call and reasoning parser names (vllm.tool_parsers.ToolParserManager,
+# vllm.reasoning.ReasoningParserManager), so a spec is checked without vLLM installed. A unit test
+# keeps them equal to the installed vLLM's.
+TOOL_CALL_PARSERS = (
+    "apertus", "cohere_command3", "cohere_command4", "deepseek_v3", "deepseek_v31", "deepseek_v32", "deepseek_v4",
+    "deepseek_v41", "dots", "ernie45", "functiongemma", "gemma4", "gigachat3", "glm45", "glm47", "granite",
+    "granite-20b-fc", "granite4", "hermes", "hf", "hunyuan_a13b", "hy_v3", "hy_v4", "inkling", "internlm", "jamba",
+    "k2_horizon", "kimi_k2", "kimi_k3", "lfm2", "ling3", "llama3_json", "llama4_json", "llama4_pythonic", "longcat",
+    "mimo", "minicpm5", "minimax_m2", "minimax_m3", "mistral", "muse_glimmer", "olmo3", "openai", "phi4_mini_json",
+    "plamo3", "poolside_v1", "pythonic", "qwen3_coder", "qwen3_json", "qwen3_xml", "seed_oss", "step3", "step3p5",
+    "xlam",
+)
+REASONING_PARSERS = (
+    "cohere_command3", "cohere_command4", "deepseek_r1", "deepseek_v3", "deepseek_v4", "deepseek_v41", "ernie45",
+    "gemma4", "glm45", "glm47", "granite", "granite_thinking_parser", "hf", "holo2", "hunyuan_a13b", "hy_v3", "hy_v4",
+    "inkling", "k2_horizon", "kimi_k2", "kimi_k3", "ling3", "mimo", "minicpmv", "minimax_m2",
+    "minimax_m2_append_think", "minimax_m3", "mistral", "muse_glimmer", "nemotron_v3", "olmo3", "openai_gptoss",
+    "plamo3", "poolside_v1", "qwen3", "seed_oss", "step3", "step3p5",
+)
+
 
 class EngineSettings(SpecModel):
     """vLLM engine settings of a base model's replicas."""
@@ -56,6 +76,33 @@ class EngineSettings(SpecModel):
         description="Run the model eagerly (no CUDA graphs or compilation): faster start, "
         "slower steady state. Useful on CPU and for debugging.",
     )
+    tool_call_parser: Literal[TOOL_CALL_PARSERS] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="How vLLM reads tool calls out of the model's text (vLLM --tool-call-parser), e.g. hermes "
+        "(Qwen, Hermes), llama3_json, mistral, pythonic. Needed for requests with tools; the base's tokenizer "
+        "must carry the parser's special tokens (hermes: <tool_call>, </tool_call>).",
+    )
+    enable_auto_tool_choice: bool | None = Field(
+        None,
+        description="Let the model decide when to call a tool (tool_choice auto, the OpenAI default; vLLM "
+        "--enable-auto-tool-choice). Defaults to true when toolCallParser is set; false answers only "
+        "tool_choice required or a named function.",
+    )
+    chat_template: str | None = Field(
+        None, min_length=1,
+        description="Jinja chat template to use instead of the tokenizer's, inline; for a base whose own "
+        "template cannot render tools.",
+    )
+    chat_template_file: str | None = Field(
+        None, pattern=r"^[^/].*\.jinja2?$",
+        description="The same as a .jinja file, by its path relative to the model directory (a local "
+        "model source only; inline it with chatTemplate for an s3:// source).",
+    )
+    reasoning_parser: Literal[REASONING_PARSERS] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="How vLLM separates a reasoning model's thinking from its answer (vLLM --reasoning-parser), "
+        "e.g. qwen3, deepseek_r1.",
+    )
 
     @field_validator("max_lora_rank")
     @classmethod
@@ -72,6 +119,34 @@ class EngineSettings(SpecModel):
                 f"maxCpuLoras ({self.max_cpu_loras}) must be >= maxLoras ({self.max_loras})"
             )
         return self
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_parses(cls, v: str | None) -> str | None:
+        if v is not None:
+            import jinja2
+
+            try:
+                jinja2.Environment().parse(v)
+            except jinja2.TemplateSyntaxError as err:
+                raise ValueError(f"the chat template is not valid Jinja: {err.message} (line {err.lineno})") from None
+        return v
+
+    @model_validator(mode="after")
+    def _tool_settings(self) -> EngineSettings:
+        if self.enable_auto_tool_choice and self.tool_call_parser is None:
+            raise ValueError("enableAutoToolChoice needs toolCallParser (how vLLM reads the tool calls), "
+                             "e.g. toolCallParser: hermes")
+        if self.chat_template is not None and self.chat_template_file is not None:
+            raise ValueError("give the chat template inline (chatTemplate) or as a file (chatTemplateFile), not both")
+        return self
+
+    @property
+    def auto_tool_choice(self) -> bool:
+        """Whether the model may decide to call a tool (tool_choice auto)."""
+        if self.enable_auto_tool_choice is None:
+            return self.tool_call_parser is not None
+        return self.enable_auto_tool_choice
 
     @property
     def resident_adapters(self) -> int:
@@ -149,6 +224,13 @@ class BaseModelSpec(SpecModel):
                 raise ValueError(f"'{v}': only s3:// URIs or local paths are supported")
             parse_s3_uri(v)
         return v
+
+    @model_validator(mode="after")
+    def _template_file_is_local(self) -> BaseModelSpec:
+        if self.engine.chat_template_file and self.source.startswith("s3://"):
+            raise ValueError(f"engine.chatTemplateFile reads a file next to a local model; base '{self.name}' "
+                             "comes from S3: give the template inline with engine.chatTemplate")
+        return self
 
 
 class AdapterVersion(SpecModel):

@@ -24,9 +24,24 @@ from serving.api.fields import (
 
 
 class Probe(SpecModel):
-    """A prompt sent to the canary at each step, with one check on its answer."""
+    """A request sent to the canary at each step, with checks on its answer (all must pass).
 
-    prompt: str = Field(min_length=1, description="Prompt sent as a completion request to the canary version.")
+    A ``prompt`` is sent as a completion; ``messages`` as a chat, which may offer ``tools`` and ask
+    for a ``responseFormat`` like an agent's request, judged by the checks cascade tiers use.
+    """
+
+    CHECKS: ClassVar[tuple[str, ...]] = ("regex", "json_schema", "exact", "tool_call", "response_format_check")
+    prompt: str | None = Field(None, min_length=1, description="Prompt sent as a completion request to the canary "
+                               "version.")
+    messages: list[dict] | None = Field(None, min_length=1, description="Chat messages (OpenAI format) sent as a "
+                                        "chat completion instead of a prompt.")
+    tools: list[dict] | None = Field(None, min_length=1, description="Tools the chat offers (OpenAI format), for "
+                                     "the toolCall check.")
+    tool_choice: str | None = Field(None, min_length=1, description="The chat's tool_choice: auto, required, none, "
+                                    "or the name of one offered tool (sent as {type: function, function: {name}}); "
+                                    "the OpenAI default if unset.")
+    response_format: dict | None = Field(None, description="The chat's response_format (OpenAI format), for the "
+                                         "responseFormat check.")
     max_tokens: int = Field(32, ge=1, le=4096, description="Tokens the canary may generate for it.")
     regex: str | None = Field(None, description="Passes if this regular expression matches the answer (re.search; "
                               "anchor with ^ and $ for the whole answer).")
@@ -34,13 +49,36 @@ class Probe(SpecModel):
                                      "this JSON Schema.")
     exact: str | None = Field(None, description="Passes if the answer, stripped of surrounding whitespace, "
                               "equals this.")
+    tool_call: bool = Field(False, description="Passes if the answer's tool calls name offered tools with arguments "
+                            "valid against their schemas (and a call is there when toolChoice requires one), "
+                            "as the cascade check toolCall.")
+    response_format_check: bool = Field(False, alias="responseFormatCheck", description="Passes if the answer "
+                                        "validates against responseFormat, as the cascade check responseFormat.")
+
+    @property
+    def openai_tool_choice(self) -> str | dict | None:
+        """toolChoice as the OpenAI API takes it."""
+        if self.tool_choice in (None, "auto", "required", "none"):
+            return self.tool_choice
+        return {"type": "function", "function": {"name": self.tool_choice}}
 
     @model_validator(mode="after")
-    def _one_check(self) -> Probe:
-        checks = [k for k in ("regex", "json_schema", "exact") if getattr(self, k) is not None]
-        if len(checks) != 1:
-            raise ValueError("a probe has exactly one check: regex, jsonSchema or exact "
-                             f"(this one has {len(checks) or 'none'})")
+    def _checks(self) -> Probe:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("a probe sends a prompt (a completion) or messages (a chat): give exactly one")
+        if self.prompt is not None and (self.tools or self.response_format or self.tool_choice is not None):
+            raise ValueError("tools, toolChoice and responseFormat are chat settings: send messages instead "
+                             "of a prompt")
+        if not any(getattr(self, k) not in (None, False) for k in self.CHECKS):
+            raise ValueError("a probe needs a check: regex, jsonSchema, exact, toolCall or responseFormatCheck")
+        if self.tool_call and not self.tools:
+            raise ValueError("the toolCall check judges calls of the offered tools: give tools")
+        names = {(t.get("function") or {}).get("name") for t in self.tools or []}
+        if self.tool_choice not in (None, "auto", "required", "none") and self.tool_choice not in names:
+            raise ValueError(f"toolChoice '{self.tool_choice}' is neither auto, required, none nor an offered tool "
+                             f"({', '.join(sorted(n for n in names if n)) or 'no tools offered'})")
+        if self.response_format_check and not self.response_format:
+            raise ValueError("responseFormatCheck judges the answer against responseFormat: give responseFormat")
         check_regex_and_schema(self.regex, self.json_schema)
         return self
 
@@ -120,6 +158,12 @@ class TierChecks(SpecModel):
                                      "JSON Schema.")
     accept_truncated: bool = Field(False, description="Accept an answer cut at max_tokens (finish reason "
                                    "'length'); by default it escalates.")
+    tool_call: bool = Field(False, description="The answer's tool calls must be well formed: arguments that parse "
+                            "as JSON, the name of a tool the request offered, arguments valid against that tool's "
+                            "JSON Schema; and a call must be there when the request's tool_choice requires one. "
+                            "Requests without tools pass it.")
+    response_format: bool = Field(False, description="The answer must validate against the request's own "
+                                  "response_format (json_schema or json_object); requests without one pass it.")
 
     @model_validator(mode="after")
     def _valid(self) -> TierChecks:
@@ -257,6 +301,8 @@ class RouteSpec(SpecModel):
     """A public model name clients send as `model`: split over weighted targets, a cascade, or classified."""
 
     name: str = Field(pattern=ROUTE_PATTERN, description="Model name clients send in requests.")
+    description: str | None = Field(None, max_length=1024, description="What the route is for, in a sentence; "
+                                    "shown to agents as the description of the route's MCP tool and in /v1/models.")
     policy: Literal["split", "cascade", "classify"] = Field(
         "split", description="split: weighted targets; cascade: tiers tried in order until one's answer passes its "
         "checks; classify: a classifier picks the specialist by task.")

@@ -44,6 +44,7 @@ from serving.policy.cascade import (
     tier_request,
     tokens_of,
 )
+from serving.policy.request_checks import engine_problem
 from serving.policy.routing import RoutingTable
 
 logger = logging.getLogger("ray.serve").getChild("slmfleet.cascade")
@@ -131,7 +132,7 @@ class CascadeRunner:
                 outcome = TierOutcome(504, _error(f"tier {n} ({tier.describe()}) gave no answer within {tier.timeout}"),
                                       ("timeout", f"no answer within {tier.timeout}"))
             if outcome.status == 200 and outcome.reason is None and not last:
-                outcome.reason = rejection(tier.checks, Answer.of(outcome.payload))
+                outcome.reason = rejection(tier.checks, Answer.of(outcome.payload), client_body)
             elapsed = time.perf_counter() - started
             labels = {"route": route.name, "tier": str(n)}
             self.metrics.observe("slmfleet_cascade_tier_duration_seconds", elapsed, **labels)
@@ -182,6 +183,11 @@ class CascadeRunner:
 
     async def _ask_fleet(self, target, tier: CascadeTier, client_body: dict, body, request: Request,
                          call_method: str, telemetry: RequestTelemetry) -> TierOutcome:
+        if call_method == "chat":  # a tier whose base cannot call tools fails (and escalates) like one that errs
+            problem = engine_problem(client_body, route=tier.describe(), base_model=target.base_model,
+                                     engine=self.fleet.table.engines[target.base_model])
+            if problem is not None:
+                return _failed(400, problem.message)
         tier_body = type(body).model_validate(tier_request(client_body, call_method, tier.checks, target.model_id))
         try:
             response = await dispatch(self.fleet, target, tier_body, call_method, request, telemetry)

@@ -28,6 +28,7 @@ from serving.embedding.embedders import embedder
 from serving.observability.metrics import Recorder
 from serving.observability.telemetry import RequestTelemetry
 from serving.policy.classify import Choice, TaskClassifier, prompt_text
+from serving.policy.request_checks import RequestProblem, engine_problem, tools_problem
 from serving.policy.routing import RoutingTable, Target, UnknownRoute, UnknownVersion
 
 logger = logging.getLogger("ray.serve").getChild("slmfleet.router")
@@ -100,6 +101,9 @@ class FleetRouter(IngressBase):
         return await self._serve(body, request, "completions")
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
+        problem = chat_problem(body)
+        if problem is not None:
+            return error_response(400, problem.message, type="invalid_request_error", param=problem.param)
         return await self._serve(body, request, "chat")
 
     async def _serve(self, body, request: Request, call_method: str, *, chosen: Target | None = None) -> Response:
@@ -126,6 +130,13 @@ class FleetRouter(IngressBase):
                 404, str(err), type="invalid_request_error", code="version_not_found"),
                 client_wants_usage=client_wants_usage)
         telemetry.target(target)
+        if call_method == "chat":
+            problem = engine_problem(tool_fields(body), route=route, base_model=target.base_model,
+                                     engine=self.table.engines[target.base_model])
+            if problem is not None:
+                response = error_response(400, problem.message, type="invalid_request_error", param=problem.param)
+                response.headers.update(served_by_headers(route, target))
+                return telemetry.answered(response, client_wants_usage=client_wants_usage)
         update = {"model": target.model_id}
         if stream:  # token counts for the metrics; the extra chunk is dropped if not asked for
             update["stream_options"] = (body.stream_options or _stream_options()).model_copy(
@@ -187,6 +198,18 @@ class FleetRouter(IngressBase):
                 bases[name] = f"unhealthy: {root_cause(err)}"
         ready = self._table is not None and all(v == "ok" for v in bases.values())
         return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, "baseModels": bases})
+
+
+def tool_fields(body) -> dict:
+    """The parts of a chat request the tool and format checks read, as the client sent them."""
+    return body.model_dump(include={"tools", "tool_choice", "response_format"}, exclude_none=True, by_alias=True)
+
+
+def chat_problem(body) -> RequestProblem | None:
+    """A chat request's tools or response_format schema that no engine could use (checked before routing)."""
+    if not (getattr(body, "tools", None) or getattr(body, "response_format", None)):
+        return None
+    return tools_problem(tool_fields(body))
 
 
 def _stream_options():

@@ -60,8 +60,8 @@ CATALOG = (
            ("route", "task", "how")),
     # Recorded by the router for cascade routes, per tier tried.
     Metric("slmfleet_cascade_tier_answers_total", "counter",
-           "Answers of cascade tiers: accepted, or why the request escalated (truncated, low_confidence, format, "
-           "error, timeout).", ("route", "tier", "outcome")),
+           "Answers of cascade tiers: accepted, or why the request escalated (truncated, low_confidence, tool_call, "
+           "response_format, format, error, timeout).", ("route", "tier", "outcome")),
     Metric("slmfleet_cascade_tier_duration_seconds", "histogram", "Time a cascade tier took, accepted or not.",
            ("route", "tier"), LATENCY_BUCKETS),
     Metric("slmfleet_cascade_tier_tokens_total", "counter", "Tokens (prompt + answer) cascade tiers processed.",

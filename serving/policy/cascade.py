@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from serving.api import headers as h
 from serving.api.routes import TierChecks
-from serving.policy.checks import format_problem
+from serving.policy.checks import format_problem, response_format_problem, tool_call_problem
 
 
 @dataclass(frozen=True)
@@ -31,30 +31,41 @@ class Answer:
     finish_reason: str | None
     token_logprobs: tuple[float, ...] | None
     """Log-probability of each generated token; None if the tier returned none."""
+    message: dict = field(default_factory=dict)
+    """A chat answer's message (content, tool_calls); empty for a completion."""
 
     @classmethod
     def of(cls, body: dict) -> Answer:
         choice = (body.get("choices") or [{}])[0]
         logprobs = choice.get("logprobs") or None
+        message = choice.get("message") or {}
         if "message" in choice:  # chat: logprobs.content[i].logprob
-            text = (choice.get("message") or {}).get("content") or ""
+            text = message.get("content") or ""
             values = [c.get("logprob") for c in (logprobs or {}).get("content") or []] if logprobs else None
         else:  # completion: logprobs.token_logprobs[i]
             text = choice.get("text") or ""
             values = list((logprobs or {}).get("token_logprobs") or []) if logprobs else None
         values = tuple(v for v in values if v is not None) if values is not None else None
-        return cls(text=text, finish_reason=choice.get("finish_reason"), token_logprobs=values or None)
+        return cls(text=text, finish_reason=choice.get("finish_reason"), token_logprobs=values or None,
+                   message=message)
 
 
 def needs_logprobs(checks: TierChecks) -> bool:
     return checks.min_mean_logprob is not None or checks.min_token_logprob is not None
 
 
-def rejection(checks: TierChecks, answer: Answer) -> tuple[str, str] | None:
+def rejection(checks: TierChecks, answer: Answer, request: dict | None = None) -> tuple[str, str] | None:
     """(kind, reason) of the first failed check, or None when the answer is accepted.
 
-    kind is a metric label: truncated, low_confidence or format.
+    ``request`` is the client's request (its tools, tool_choice and response_format are what the
+    toolCall and responseFormat checks judge by). kind is a metric label: truncated,
+    low_confidence, tool_call, response_format or format.
     """
+    request = request or {}
+    if checks.tool_call:
+        problem = tool_call_problem(answer.message, request)
+        if problem:
+            return "tool_call", problem
     if not checks.accept_truncated and answer.finish_reason == "length":
         return "truncated", "cut at max_tokens (finish reason 'length')"
     if needs_logprobs(checks):
@@ -66,6 +77,14 @@ def rejection(checks: TierChecks, answer: Answer) -> tuple[str, str] | None:
             return "low_confidence", f"mean logprob {mean:.2f} < {checks.min_mean_logprob:g}"
         if checks.min_token_logprob is not None and min(lp) < checks.min_token_logprob:
             return "low_confidence", f"min token logprob {min(lp):.2f} < {checks.min_token_logprob:g}"
+    if checks.response_format and not answer.message.get("tool_calls"):
+        problem = response_format_problem(answer.text, request)
+        if problem:
+            return "response_format", problem
+    if checks.regex is None and checks.json_schema is None:
+        return None
+    if answer.message.get("tool_calls") and not answer.text:
+        return None  # a tool call has no text to match; the toolCall check judges it
     problem = format_problem(answer.text, regex=checks.regex, json_schema=checks.json_schema)
     if problem:
         return "format", problem
@@ -122,8 +141,12 @@ def sse_chunks(payload: dict, call_method: str, *, include_usage: bool) -> list[
         if call_method == "chat":
             message = choice.get("message") or {}
             obj = "chat.completion.chunk"
-            first = {"index": i, "delta": {"role": "assistant", "content": message.get("content") or ""},
-                     "finish_reason": None}
+            delta = {"role": "assistant", "content": message.get("content") or ""}
+            if message.get("tool_calls"):  # each call whole, in one delta (the OpenAI stream allows it)
+                delta["tool_calls"] = [{"index": j, "id": c.get("id"), "type": c.get("type", "function"),
+                                        "function": c.get("function") or {}}
+                                       for j, c in enumerate(message["tool_calls"])]
+            first = {"index": i, "delta": delta, "finish_reason": None}
             last = {"index": i, "delta": {}, "finish_reason": choice.get("finish_reason")}
         else:
             obj = "text_completion"

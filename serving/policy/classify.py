@@ -74,9 +74,14 @@ class TaskClassifier:
 
 
 def prompt_text(body: dict) -> str:
-    """What is classified: a completion's prompt, or a chat's last user message."""
+    """What is classified: a completion's prompt, or a chat's first user message.
+
+    The first, not the last: every turn of a conversation (a tool result coming back, a follow-up
+    question) then goes to the specialist its first turn was classified to, with no state kept
+    between requests, whichever router replica answers.
+    """
     if "messages" in body:
-        for message in reversed(body.get("messages") or []):
+        for message in body.get("messages") or []:
             if message.get("role") == "user":
                 content = message.get("content")
                 if isinstance(content, list):  # content parts: keep the text ones

@@ -82,6 +82,9 @@ class RoutingTable:
     def __init__(self, spec: FleetSpec, canary_weights: dict[str, int] | None = None):
         adapters = {a.name: a for a in spec.adapters}
         self.adapters = adapters
+        self.engines = {b.name: b.engine for b in spec.base_models}
+        """Base model -> its engine settings (whether it can answer tool calls)."""
+        self.descriptions = {r.name: r.description for r in spec.routes}
         self.routes: dict[str, tuple[Target, ...]] = {}
         self.cascades: dict[str, RouteSpec] = {r.name: r for r in spec.routes if r.policy == "cascade"}
         """Cascade routes (``serving.policy.cascade``): answered by tiers, not by weighted targets."""

@@ -13,6 +13,8 @@ KubeRay RayService's ``serveConfigV2``. It is split along what Ray Serve can cha
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 from serving.api.fleet import BaseModelSpec, FleetSpec
 from serving.policy.routing import multiplexed_id
 
@@ -100,6 +102,17 @@ def llm_config_dict(base: BaseModelSpec) -> dict:
     }
     if e.max_model_len is not None:
         engine_kwargs["max_model_len"] = e.max_model_len
+    # Tool calling and templates are vLLM frontend settings; Ray Serve LLM sorts engine_kwargs into
+    # engine and frontend arguments by name.
+    if e.tool_call_parser is not None:
+        engine_kwargs["tool_call_parser"] = e.tool_call_parser
+        engine_kwargs["enable_auto_tool_choice"] = e.auto_tool_choice
+    if e.chat_template is not None:
+        engine_kwargs["chat_template"] = e.chat_template
+    elif e.chat_template_file is not None:
+        engine_kwargs["chat_template"] = str(PurePath(base.source) / e.chat_template_file)
+    if e.reasoning_parser is not None:
+        engine_kwargs["reasoning_parser"] = e.reasoning_parser
     config = {
         "model_loading_config": {
             "model_id": base.name,

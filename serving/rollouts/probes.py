@@ -1,4 +1,4 @@
-"""Quality probes: prompts sent to a canary version, with a check on each answer.
+"""Quality probes: prompts or chats sent to a canary version, with checks on each answer.
 
 ``probe_problem`` (pure) judges one answer; ``run_probes`` sends the prompts to the fleet with the
 canary version pinned (``X-SLMFleet-Version``), so they reach it whatever its current weight. An
@@ -14,12 +14,41 @@ import httpx
 
 from serving.api import headers as h
 from serving.api.routes import Probe
-from serving.policy.checks import format_problem
+from serving.policy.checks import format_problem, response_format_problem, tool_call_problem
 
 
-def probe_problem(probe: Probe, answer: str) -> str | None:
-    """Why ``answer`` fails ``probe``'s check, or None if it passes."""
-    return format_problem(answer, regex=probe.regex, json_schema=probe.json_schema, exact=probe.exact)
+def probe_request(probe: Probe, route: str) -> tuple[str, dict]:
+    """(path, body) of the request ``probe`` sends to ``route``: a completion, or a chat."""
+    body = {"model": route, "max_tokens": probe.max_tokens, "temperature": 0}
+    if probe.prompt is not None:
+        return "/v1/completions", {**body, "prompt": probe.prompt}
+    body["messages"] = probe.messages
+    if probe.tools is not None:
+        body["tools"] = probe.tools
+    if probe.tool_choice is not None:
+        body["tool_choice"] = probe.openai_tool_choice
+    if probe.response_format is not None:
+        body["response_format"] = probe.response_format
+    return "/v1/chat/completions", body
+
+
+def probe_problem(probe: Probe, payload: dict, request: dict | None = None) -> str | None:
+    """Why the answer ``payload`` (a completion or chat completion) to ``request`` fails ``probe``, or None."""
+    choice = (payload.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    text = choice.get("text") if "text" in choice else message.get("content") or ""
+    request = request or probe_request(probe, "")[1]
+    if probe.tool_call:
+        problem = tool_call_problem(message, request)
+        if problem:
+            return problem
+    if probe.response_format_check:
+        problem = response_format_problem(text, request)
+        if problem:
+            return problem
+    if probe.regex is None and probe.json_schema is None and probe.exact is None:
+        return None
+    return format_problem(text, regex=probe.regex, json_schema=probe.json_schema, exact=probe.exact)
 
 
 class NotDeployedYet(Exception):
@@ -43,8 +72,8 @@ def run_probes(fleet_url: str, route: str, version: str, probes: list[Probe], *,
     result = ProbeResult()
     with httpx.Client(base_url=fleet_url, timeout=timeout_s) as client:
         for i, probe in enumerate(probes):
-            resp = client.post("/v1/completions", headers={h.VERSION: version}, json={
-                "model": route, "prompt": probe.prompt, "max_tokens": probe.max_tokens, "temperature": 0})
+            path, body = probe_request(probe, route)
+            resp = client.post(path, headers={h.VERSION: version}, json=body)
             result.total += 1
             if resp.status_code != 200:
                 error = _error(resp)
@@ -56,7 +85,7 @@ def run_probes(fleet_url: str, route: str, version: str, probes: list[Probe], *,
                 result.failures.append(f"probe {i + 1}: HTTP {resp.status_code}: "
                                        f"{error.get('message', resp.text[:200])}")
                 continue
-            problem = probe_problem(probe, resp.json()["choices"][0]["text"])
+            problem = probe_problem(probe, resp.json(), body)
             if problem:
                 result.failures.append(f"probe {i + 1}: {problem}")
             else:

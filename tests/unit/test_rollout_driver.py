@@ -17,7 +17,7 @@ from serving.policy.routing import RoutingTable, UnknownVersion, sticky_bucket
 from serving.render.serve_config import serve_config
 from serving.rollouts.driver import Rollouts, parse_command
 from serving.rollouts.metric_sources import MetricSource
-from serving.rollouts.probes import NotDeployedYet, ProbeResult, probe_problem
+from serving.rollouts.probes import NotDeployedYet, ProbeResult, probe_problem, probe_request
 from tests.unit.fleets import fleet
 
 CANARY = {"version": "v2", "steps": [10, 50, 100], "interval": "30s",
@@ -42,7 +42,14 @@ def canary_fleet(canary=None, **changes):
     (CANARY, {"routes.0.targets": [{"adapter": "shout", "version": "v1", "weight": 50},
                                    {"adapter": "json", "version": "v1", "weight": 50}]},
      "needs exactly one stable target"),
-    ({**CANARY, "analysis": {"probes": {"prompts": [{"prompt": "x"}]}}}, {}, "exactly one check"),
+    ({**CANARY, "analysis": {"probes": {"prompts": [{"prompt": "x"}]}}}, {}, "a probe needs a check"),
+    ({**CANARY, "analysis": {"probes": {"prompts": [{"regex": "x"}]}}}, {}, "give exactly one"),
+    ({**CANARY, "analysis": {"probes": {"prompts": [{"prompt": "x", "regex": "x", "tools": [{"type": "function"}]}]}}},
+     {}, "send messages instead"),
+    ({**CANARY, "analysis": {"probes": {"prompts": [{"messages": [{"role": "user", "content": "x"}],
+                                                    "toolCall": True}]}}}, {}, "give tools"),
+    ({**CANARY, "analysis": {"probes": {"prompts": [{"messages": [{"role": "user", "content": "x"}],
+                                                    "responseFormatCheck": True}]}}}, {}, "give responseFormat"),
     ({**CANARY, "analysis": {"probes": {"prompts": [{"prompt": "x", "regex": "(["}]}}}, {}, "does not compile"),
     ({**CANARY, "analysis": {"probes": {"prompts": [{"prompt": "x", "jsonSchema": {"type": "nope"}}]}}}, {},
      "not a valid JSON Schema"),
@@ -109,8 +116,44 @@ def test_a_pinned_version_is_served_whatever_its_weight():
     ({"jsonSchema": {"type": "object"}}, "red fox", False),
 ])
 def test_probe_checks(check, answer, passes):
-    problem = probe_problem(Probe.model_validate({"prompt": "in: red fox\nout:", **check}), answer)
+    payload = {"choices": [{"text": answer, "finish_reason": "stop"}]}
+    problem = probe_problem(Probe.model_validate({"prompt": "in: red fox\nout:", **check}), payload)
     assert (problem is None) == passes, problem
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+CHAT = {"messages": [{"role": "user", "content": "weather city paris"}], "tools": [WEATHER]}
+
+
+def _call(name: str, arguments: str) -> dict:
+    return {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": name, "arguments": arguments}}]}}]}
+
+
+def _text(text: str) -> dict:
+    return {"choices": [{"message": {"role": "assistant", "content": text}}]}
+
+
+@pytest.mark.parametrize("probe,payload,problem", [
+    ({**CHAT, "toolCall": True}, _call("get_weather", '{"city": "paris"}'), None),
+    ({**CHAT, "toolCall": True}, _call("get_time", '{"city": "paris"}'), "did not offer"),
+    ({**CHAT, "toolCall": True}, _call("get_weather", '{"town": "paris"}'), "'city' is a required property"),
+    ({**CHAT, "toolCall": True, "toolChoice": "required"}, _text("sunny"), "requires a tool call"),
+    ({**CHAT, "toolCall": True, "regex": "paris"}, _call("get_weather", '{"city": "rome"}'), "does not match"),
+    ({"messages": CHAT["messages"], "responseFormatCheck": True, "responseFormat": {
+        "type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object", "required": ["city"]}}}},
+     _text('{"town": "paris"}'), "'city' is a required property"),
+])
+def test_chat_probe_checks(probe, payload, problem):
+    found = probe_problem(Probe.model_validate(probe), payload)
+    assert (found is None) if problem is None else (problem in (found or "")), found
+
+
+def test_chat_probe_request():
+    path, body = probe_request(Probe.model_validate({**CHAT, "toolCall": True, "toolChoice": "required"}), "tools")
+    assert path == "/v1/chat/completions"
+    assert body["tools"] == [WEATHER] and body["tool_choice"] == "required" and body["model"] == "tools"
 
 
 # --- the driver -------------------------------------------------------------------------------------

@@ -96,5 +96,10 @@ def test_below_the_similarity_threshold_the_default_answers():
 def test_what_is_classified():
     assert prompt_text({"prompt": "make this loud: fox"}) == "make this loud: fox"
     assert prompt_text({"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "a"},
-                                     {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]}) == "c"
+                                     {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]}) == "a"
+    # A tool loop's second request (the call and its result appended) is classified as its first was.
+    turn = [{"role": "user", "content": "weather city paris"}]
+    loop = turn + [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function":
+                   {"name": "get_weather", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": "c1", "content": "sun"}]
+    assert prompt_text({"messages": loop}) == prompt_text({"messages": turn})
     assert prompt_text({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}) == "x"
