@@ -88,6 +88,14 @@ class EngineSettings(SpecModel):
         "--enable-auto-tool-choice). Defaults to true when toolCallParser is set; false answers only "
         "tool_choice required or a named function.",
     )
+    tool_strict_level: Literal["auto", "function", "parameter"] = Field(
+        "auto",
+        description="How strictly the engine holds tool calls to the offered tools while decoding (vLLM "
+        "--tool-strict-level, a grammar over the call): auto: only what tool_choice and each tool's own "
+        "'strict' ask; function: every call names an offered tool; parameter: and its arguments follow that "
+        "tool's JSON Schema. The grammar leaves out some keywords (e.g. multipleOf, minimum), which a "
+        "cascade's toolCall check still judges.",
+    )
     chat_template: str | None = Field(
         None, min_length=1,
         description="Jinja chat template to use instead of the tokenizer's, inline; for a base whose own "
@@ -134,6 +142,9 @@ class EngineSettings(SpecModel):
 
     @model_validator(mode="after")
     def _tool_settings(self) -> EngineSettings:
+        if self.tool_strict_level != "auto" and self.tool_call_parser is None:
+            raise ValueError(f"toolStrictLevel {self.tool_strict_level} needs toolCallParser (the calls it holds to "
+                             "the tools are read by the parser), e.g. toolCallParser: hermes")
         if self.enable_auto_tool_choice and self.tool_call_parser is None:
             raise ValueError("enableAutoToolChoice needs toolCallParser (how vLLM reads the tool calls), "
                              "e.g. toolCallParser: hermes")

@@ -163,6 +163,34 @@ def cmd_demo(args) -> int:
                     rollout_tick_s=args.rollout_tick)
 
 
+MCP_HELP = """\
+The fleet serves its routes as MCP tools at <fleet URL>/mcp (streamable HTTP, stateless: any
+router replica answers). Point an MCP client at that URL; a client config file takes, e.g.:
+  {"mcpServers": {"slm-fleet": {"type": "http", "url": "http://127.0.0.1:8000/mcp"}}}
+Each tool takes a prompt (or messages) and optional max_tokens and temperature, and answers the
+text with who served it. This command lists the tools a running fleet offers."""
+
+
+def cmd_mcp(args) -> int:
+    import asyncio
+
+    from serving.local.mcp_client import list_tools
+
+    url = args.url.rstrip("/") + "/mcp"
+    try:
+        tools = asyncio.run(list_tools(url))
+    except Exception as err:  # noqa: BLE001 - any failure to reach the fleet is the user's to fix
+        while isinstance(err, BaseExceptionGroup) and err.exceptions:  # the SDK's task groups wrap the cause
+            err = err.exceptions[0]
+        raise UserError(f"no MCP answer from {url}: {type(err).__name__}: {err}; is the fleet serving there "
+                        "(slm-fleet serve / make demo)?") from None
+    print(json.dumps({"mcpServers": {"slm-fleet": {"type": "http", "url": url}}}))
+    width = max((len(name) for name, _ in tools), default=0)
+    for name, description in tools:
+        print(f"  {name.ljust(width)}  {description}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slm-fleet", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -257,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo-assets", help="generate a tiny base model and task adapters")
     d.add_argument("dir")
     d.set_defaults(fn=cmd_demo_assets)
+
+    m = sub.add_parser("mcp", help="the fleet's routes as MCP tools: the client config and the tool list",
+                       description=MCP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("--url", default="http://127.0.0.1:8000", help="the fleet's URL (default: %(default)s)")
+    m.set_defaults(fn=cmd_mcp)
 
     demo = sub.add_parser("demo", help="run the quickstart fleet locally with a local S3 endpoint")
     demo.add_argument("--file", default="manifests/examples/quickstart.yaml")

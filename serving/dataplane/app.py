@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from fastapi.exceptions import RequestValidationError
 from ray import serve
 from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
@@ -13,6 +14,8 @@ from ray.serve.llm.ingress import make_fastapi_ingress
 
 from serving.api.fleet import BaseModelSpec
 from serving.dataplane.base_model import FleetLLMServer
+from serving.dataplane.errors import validation_error
+from serving.dataplane.ray_serve_llm import ingress_app
 from serving.dataplane.router import ENDPOINTS, FleetRouter
 from serving.render.serve_config import ROUTER_DEPLOYMENT, base_deployment_name, llm_config_dict
 
@@ -29,8 +32,10 @@ def build_app(args: dict) -> Application:
         )
         for base in bases
     }
+    app = ingress_app()
+    app.add_exception_handler(RequestValidationError, validation_error)
     router = serve.deployment(
-        make_fastapi_ingress(FleetRouter, endpoint_map=ENDPOINTS),
+        make_fastapi_ingress(FleetRouter, endpoint_map=ENDPOINTS, app=app),
         name=ROUTER_DEPLOYMENT,
         # The router only resolves and forwards: many requests share one replica, and it needs
         # no CPU reservation (on KubeRay it runs on the head, which takes no engine replicas).

@@ -14,6 +14,25 @@ def error_response(status: int, message: str, *, type: str, code: str | None = N
     })
 
 
+def openai_param(loc) -> str:
+    """A pydantic error location in a request body, ``('body', 'tools', 0, 'function')``, as OpenAI names
+    parameters: ``tools[0].function``."""
+    path = ""
+    for part in [p for p in loc if p != "body"]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path.lstrip(".")
+
+
+async def validation_error(request, exc) -> JSONResponse:
+    """A request body that does not parse (FastAPI's RequestValidationError), named by its parameter."""
+    errors = exc.errors() or [{"msg": "invalid request", "loc": ()}]
+    first = errors[0]
+    param = openai_param(first.get("loc", ()))
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return error_response(400, f"invalid request: {param or 'body'}: {first.get('msg')}{more}",
+                          type="invalid_request_error", param=param or None, code="invalid_parameter")
+
+
 def root_cause(err: BaseException) -> BaseException:
     """The exception a Ray task raised, out of the RayTaskErrors wrapped around it on the way."""
     while isinstance(err, RayTaskError) and err.cause is not None:

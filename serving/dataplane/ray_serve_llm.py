@@ -12,20 +12,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from ray import serve
 from ray.llm._internal.common.utils.cloud_utils import LoraMirrorConfig
 from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard, OpenAIHTTPException
+from ray.llm._internal.serve.core.ingress.ingress import init as _init_ingress_app
 from ray.llm._internal.serve.utils.lora_serve_utils import LoraModelLoader
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm import LLMServer
 from ray.serve.llm.ingress import OpenAiIngress
 from starlette.responses import Response
 
-__all__ = ["AdapterLoaderBase", "EngineServerBase", "IngressBase", "ModelCard", "OpenAIHTTPException"]
+__all__ = ["AdapterLoaderBase", "EngineServerBase", "IngressBase", "ModelCard", "OpenAIHTTPException", "ingress_app"]
 
 # Ray Serve keeps a replica's multiplexed models (here: resident adapter versions, LRU) there.
 _MULTIPLEX_WRAPPER = "__serve_multiplex_wrapper"
+
+
+def ingress_app() -> FastAPI:
+    """The FastAPI app Ray Serve LLM builds for an ingress (its middleware: request ids, metrics, errors),
+    for the fleet to add its own handlers to before ``make_fastapi_ingress`` takes it."""
+    return _init_ingress_app()
 
 
 class IngressBase(OpenAiIngress):

@@ -9,12 +9,14 @@ replaced in place by ``reconfigure``.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import Request
+from pydantic import ValidationError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from serving.api import headers as h
 from serving.api.fleet import parse_fleet
@@ -23,12 +25,14 @@ from serving.api.routes import TargetRef
 from serving.dataplane.cascade_runner import CascadeRunner
 from serving.dataplane.dispatch import DispatchFailed, dispatch
 from serving.dataplane.errors import error_response, root_cause
+from serving.dataplane.mcp_tools import FleetMCP
 from serving.dataplane.ray_serve_llm import IngressBase, ModelCard, OpenAIHTTPException
+from serving.dataplane.responses_api import ResponsesInputError, StreamTranslator, chat_request, response_from_chat
 from serving.embedding.embedders import embedder
 from serving.observability.metrics import Recorder
 from serving.observability.telemetry import RequestTelemetry
 from serving.policy.classify import Choice, TaskClassifier, prompt_text
-from serving.policy.request_checks import RequestProblem, engine_problem, tools_problem
+from serving.policy.request_checks import RequestProblem, engine_problem, grammar_problem, tools_problem
 from serving.policy.routing import RoutingTable, Target, UnknownRoute, UnknownVersion
 
 logger = logging.getLogger("ray.serve").getChild("slmfleet.router")
@@ -53,6 +57,7 @@ class FleetRouter(IngressBase):
         self._metrics = Recorder("router")
         self._cascades = CascadeRunner(self, self._metrics)
         self._classifiers: dict[str, TaskClassifier] = {}
+        self._mcp = FleetMCP(self._answer_mcp)
 
     def reconfigure(self, user_config: dict) -> None:
         """Swap in a new routing table; a bad one is refused and the current one kept."""
@@ -68,6 +73,7 @@ class FleetRouter(IngressBase):
         # done here, before the new table takes requests.
         self._classifiers = {name: TaskClassifier(r, embedder) for name, r in table.classifies.items()}
         self._table = table
+        self._mcp.set_routes([(name, table.descriptions.get(name)) for name in table.names])
         logger.info("routing table: %d route(s): %s", len(spec.routes), ", ".join(self._table.routes))
 
     @property
@@ -78,15 +84,14 @@ class FleetRouter(IngressBase):
 
     def _route_card(self, name: str) -> ModelCard:
         if name in self.table.cascades:
-            tiers = [t.describe() for t in self.table.cascades[name].tiers]
-            return ModelCard(id=name, object="model", owned_by=OWNER, permission=[],
-                             metadata={"policy": "cascade", "tiers": tiers})
-        if name in self.table.classifies:
-            classes = [c.name for c in self.table.classifies[name].classes]
-            return ModelCard(id=name, object="model", owned_by=OWNER, permission=[],
-                             metadata={"policy": "classify", "classes": classes})
-        targets = [t.describe() for t in self.table.routes[name]]
-        return ModelCard(id=name, object="model", owned_by=OWNER, permission=[], metadata={"targets": targets})
+            metadata = {"policy": "cascade", "tiers": [t.describe() for t in self.table.cascades[name].tiers]}
+        elif name in self.table.classifies:
+            metadata = {"policy": "classify", "classes": [c.name for c in self.table.classifies[name].classes]}
+        else:
+            metadata = {"targets": [t.describe() for t in self.table.routes[name]]}
+        if self.table.descriptions.get(name):
+            metadata["description"] = self.table.descriptions[name]
+        return ModelCard(id=name, object="model", owned_by=OWNER, permission=[], metadata=metadata)
 
     async def models(self):
         return {"object": "list", "data": [self._route_card(n).model_dump() for n in self.table.names]}
@@ -105,6 +110,55 @@ class FleetRouter(IngressBase):
         if problem is not None:
             return error_response(400, problem.message, type="invalid_request_error", param=problem.param)
         return await self._serve(body, request, "chat")
+
+    async def responses(self, request: Request) -> Response:
+        """The OpenAI Responses API, answered through the chat path (``responses_api`` translates both ways)."""
+        try:
+            body = await request.json()
+        except ValueError as err:
+            return error_response(400, f"the request body is not JSON: {err}", type="invalid_request_error")
+        if not isinstance(body, dict):
+            return error_response(400, "the request body must be a JSON object", type="invalid_request_error")
+        try:
+            chat_body = ChatCompletionRequest.model_validate(chat_request(body))
+        except ResponsesInputError as err:
+            return error_response(400, str(err), type="invalid_request_error", param=err.param)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            return error_response(400, f"invalid request: {first.get('msg')} (at {where} of the chat request the "
+                                  "Responses input maps to)", type="invalid_request_error")
+        answer = await self.chat(chat_body, request)
+        if answer.status_code != 200:
+            return answer  # an OpenAI error body: the Responses API's errors have the same shape
+        headers = {k: v for k, v in answer.headers.items() if k.lower().startswith("x-")}
+        if isinstance(answer, StreamingResponse):
+            return StreamingResponse(_responses_events(answer.body_iterator, StreamTranslator(body)),
+                                     media_type="text/event-stream", headers=headers)
+        return JSONResponse(response_from_chat(json.loads(answer.body), body), headers=headers)
+
+    async def mcp(self, request: Request) -> Response:
+        """MCP over streamable HTTP: each route is a tool (``mcp_tools``); the MCP app answers the raw request."""
+        return _ASGIAnswer(self._mcp.asgi_app, request)
+
+    async def _answer_mcp(self, route: str, arguments: dict) -> dict:
+        """One MCP tool call: a chat request to ``route``, answered with the text and who served it."""
+        messages = arguments.get("messages") or [{"role": "user", "content": arguments["prompt"]}]
+        body = {"model": route, "messages": messages}
+        body.update({k: arguments[k] for k in ("max_tokens", "temperature") if k in arguments})
+        try:
+            chat_body = ChatCompletionRequest.model_validate(body)
+        except ValidationError as err:
+            raise ValueError(f"invalid messages: {err.errors()[0].get('msg')}") from None
+        request = Request({"type": "http", "method": "POST", "path": "/mcp", "headers": [], "query_string": b""})
+        answer = await self.chat(chat_body, request)
+        payload = json.loads(answer.body)
+        if answer.status_code != 200:
+            return {"error": payload.get("error") or {"message": f"HTTP {answer.status_code}"}}
+        choice = (payload.get("choices") or [{}])[0]
+        served_by = {k: v for k, v in answer.headers.items() if k.lower().startswith("x-slmfleet-")}
+        return {"text": (choice.get("message") or {}).get("content") or "", "route": route, "served_by": served_by,
+                "finish_reason": choice.get("finish_reason"), "usage": payload.get("usage")}
 
     async def _serve(self, body, request: Request, call_method: str, *, chosen: Target | None = None) -> Response:
         """Answer ``body`` on its route; ``chosen`` is a target a classify route already picked."""
@@ -144,10 +198,15 @@ class FleetRouter(IngressBase):
         try:
             response = await dispatch(self, target, body.model_copy(update=update), call_method, request, telemetry)
         except DispatchFailed as err:
-            response = error_response(err.status, err.message if err.engine else
-                                      f"route '{route}' failed: {err}" if err.status == 500 else
-                                      f"route '{route}': {err}",
-                                      type=err.type)
+            grammar = grammar_problem(err.message, body.model_dump(
+                include={"response_format", "structured_outputs"}, exclude_none=True)) if err.engine else None
+            if grammar is not None:
+                response = error_response(400, grammar.message, type="invalid_request_error", param=grammar.param)
+            else:
+                response = error_response(err.status, err.message if err.engine else
+                                          f"route '{route}' failed: {err}" if err.status == 500 else
+                                          f"route '{route}': {err}",
+                                          type=err.type)
         response.headers.update(served_by_headers(route, target))
         return telemetry.answered(response, client_wants_usage=client_wants_usage)
 
@@ -200,6 +259,26 @@ class FleetRouter(IngressBase):
         return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, "baseModels": bases})
 
 
+class _ASGIAnswer(Response):
+    """A response that hands the request to another ASGI app (the MCP server), which answers it itself."""
+
+    def __init__(self, app, request: Request):
+        self.app, self.request = app, request
+        self.background = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.app(self.request.scope, self.request.receive, send)
+
+
+async def _responses_events(chat_stream, translator: StreamTranslator):
+    """The chat stream's SSE bytes as Responses events (``response.completed`` last)."""
+    async for data in chat_stream:
+        for event in translator.feed_sse(data):
+            yield event
+    for event in translator.finish():
+        yield event
+
+
 def tool_fields(body) -> dict:
     """The parts of a chat request the tool and format checks read, as the client sent them."""
     return body.model_dump(include={"tools", "tool_choice", "response_format"}, exclude_none=True, by_alias=True)
@@ -207,7 +286,8 @@ def tool_fields(body) -> dict:
 
 def chat_problem(body) -> RequestProblem | None:
     """A chat request's tools or response_format schema that no engine could use (checked before routing)."""
-    if not (getattr(body, "tools", None) or getattr(body, "response_format", None)):
+    if not (getattr(body, "tools", None) or getattr(body, "response_format", None)
+            or getattr(body, "tool_choice", None) not in (None, "none", "auto")):
         return None
     return tools_problem(tool_fields(body))
 
@@ -223,6 +303,8 @@ ENDPOINTS = {
     "model_data": lambda app: app.get("/v1/models/{model:path}"),
     "completions": lambda app: app.post("/v1/completions"),
     "chat": lambda app: app.post("/v1/chat/completions"),
+    "responses": lambda app: app.post("/v1/responses"),
+    "mcp": lambda app: app.api_route("/mcp", methods=["GET", "POST", "DELETE"]),
     "route_stats": lambda app: app.get("/v1/fleet/routes/{name:path}/stats"),
     "healthz": lambda app: app.get("/healthz"),
     "readyz": lambda app: app.get("/readyz"),

@@ -61,8 +61,10 @@ def tool_call_problem(message: dict, request: dict) -> str | None:
 
     A request without tools (or with tool_choice none) passes whatever the answer. Otherwise every
     call must name an offered tool and carry arguments that parse as JSON and validate against that
-    tool's parameters; a request whose tool_choice requires a call fails a text answer; and under
-    tool_choice auto a text answer passes unless it is a call the parser could not read.
+    tool's parameters. A text answer fails, with one exception: under tool_choice auto, right after
+    a tool result (the model reporting what the tool said). A tier judged by this check is there to
+    call tools; a request it answers in words otherwise goes to the next tier, which also catches a
+    call the parser could not read (it comes back as text).
     """
     tools = offered_tools(request)
     if not tools or request.get("tool_choice") == "none":
@@ -77,7 +79,10 @@ def tool_call_problem(message: dict, request: dict) -> str | None:
         marker = next((m for m in UNPARSED_CALL_MARKERS if m in text), None)
         if marker:
             return f"the answer holds a tool call ({marker}) that did not parse: {short(text)!r}"
-        return None
+        messages = request.get("messages") or [{}]
+        if (messages[-1] or {}).get("role") == "tool":
+            return None
+        return f"the request offers tools and the answer is text, not a call: {short(text)!r}"
     for i, call in enumerate(calls):
         function = (call or {}).get("function") or {}
         name = function.get("name")

@@ -34,7 +34,18 @@ def _schema_error(schema) -> str | None:
 
 
 def tools_problem(body: dict) -> RequestProblem | None:
-    """Tools whose parameters are no JSON Schema, and a response_format schema that is none."""
+    """Tools whose parameters are no JSON Schema, a tool_choice no offered tool answers, and a
+    response_format schema that is none."""
+    names = [((t or {}).get("function") or {}).get("name") for t in body.get("tools") or []]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) or choice == "required":
+        named = ((choice.get("function") or {}).get("name")) if isinstance(choice, dict) else None
+        if not names:
+            return RequestProblem("tool_choice", f"tool_choice {named or choice!r} needs tools: offer the tools "
+                                  "in 'tools', or leave tool_choice out")
+        if isinstance(choice, dict) and named not in names:
+            return RequestProblem("tool_choice", f"tool_choice names '{named}', which is not among the offered "
+                                  f"tools ({', '.join(str(n) for n in names)})")
     for i, tool in enumerate(body.get("tools") or []):
         function = (tool or {}).get("function") or {}
         if "parameters" in function and function["parameters"] is not None:
@@ -75,3 +86,22 @@ def engine_problem(body: dict, *, route: str, base_model: str, engine: EngineSet
                               "engine.enableAutoToolChoice false, so it answers tool_choice 'required' or a named "
                               "function only; send one of those or enable auto tool choice")
     return None
+
+
+def grammar_problem(message: str, body: dict) -> RequestProblem | None:
+    """An engine refusal of a guided-decoding grammar (vLLM: "Grammar error: ..."), as the client's error.
+
+    A JSON Schema can be valid and still hold what the grammar backend cannot compile (a regex
+    look-around, a $ref to nothing); the engine says so in its own words, with no parameter.
+    """
+    if "Grammar error" not in message:
+        return None
+    if body.get("response_format"):
+        param, what = "response_format", "the response_format schema"
+    elif body.get("structured_outputs"):
+        param, what = "structured_outputs", "the structured_outputs constraint"
+    else:
+        param, what = "tools", "a tool's parameters schema (tool_choice required or named is decoded by it)"
+    detail = message.split("Grammar error:", 1)[-1].strip()
+    return RequestProblem(param, f"{what} cannot be compiled into a decoding grammar: {detail}; "
+                                 "simplify that part of the schema")

@@ -107,6 +107,7 @@ def llm_config_dict(base: BaseModelSpec) -> dict:
     if e.tool_call_parser is not None:
         engine_kwargs["tool_call_parser"] = e.tool_call_parser
         engine_kwargs["enable_auto_tool_choice"] = e.auto_tool_choice
+        engine_kwargs["tool_strict_level"] = e.tool_strict_level
     if e.chat_template is not None:
         engine_kwargs["chat_template"] = e.chat_template
     elif e.chat_template_file is not None:

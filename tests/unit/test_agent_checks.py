@@ -8,7 +8,7 @@ from serving.api.problems import FleetSpecError
 from serving.api.routes import TierChecks
 from serving.policy.cascade import Answer, rejection, sse_chunks
 from serving.policy.checks import response_format_problem, tool_call_problem
-from serving.policy.request_checks import engine_problem, tools_problem
+from serving.policy.request_checks import engine_problem, grammar_problem, tools_problem
 from serving.render.serve_config import llm_config_dict
 from tests.unit.fleets import fleet
 
@@ -31,7 +31,10 @@ def text(content):
 # (case, answer message, request changes, words of the problem or None when the answer passes)
 TOOL_CALLS = [
     ("valid call", call("get_weather", '{"city": "paris", "days": 2}'), {}, None),
-    ("a text answer under auto", text("it is sunny"), {}, None),
+    ("a text answer to a fresh request", text("it is sunny"), {}, "the answer is text, not a call"),
+    ("a text answer after a tool result", text("sunny 21"), {"messages": [
+        {"role": "user", "content": "weather city paris"}, call("get_weather", '{"city": "paris"}'),
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny 21"}]}, None),
     ("no tools offered", text("anything"), {"tools": None}, None),
     ("tool_choice none", text("x"), {"tool_choice": "none"}, None),
     ("unknown tool", call("get_time", "{}"), {}, "names 'get_time', which the request did not offer"),
@@ -144,6 +147,8 @@ def test_a_base_without_a_tool_parser_is_named():
     ({"toolCallParser": "hermess"}, "'hermes'"),  # an unknown parser lists the known ones
     ({"reasoningParser": "nope"}, "'qwen3'"),
     ({"enableAutoToolChoice": True}, "needs toolCallParser"),
+    ({"toolStrictLevel": "parameter"}, "needs toolCallParser"),
+    ({"toolCallParser": "hermes", "toolStrictLevel": "everything"}, "'parameter'"),
     ({"chatTemplate": "{% for m in messages %}", "toolCallParser": "hermes"}, "not valid Jinja"),
     ({"chatTemplate": "x", "chatTemplateFile": "t.jinja"}, "not both"),
     ({"chatTemplateFile": "/abs/t.jinja"}, "chatTemplateFile"),
@@ -164,6 +169,7 @@ def test_agent_settings_reach_vllm():
                                                         "chatTemplateFile": "tools.jinja"}}))
     kwargs = llm_config_dict(spec.base("tiny-qwen"))["engine_kwargs"]
     assert kwargs["tool_call_parser"] == "hermes" and kwargs["enable_auto_tool_choice"] is True
+    assert kwargs["tool_strict_level"] == "auto"
     assert kwargs["chat_template"] == "/models/tiny-qwen/tools.jinja" and kwargs["reasoning_parser"] == "qwen3"
     plain = llm_config_dict(parse_fleet(fleet()).base("tiny-qwen"))["engine_kwargs"]
     assert not {"tool_call_parser", "enable_auto_tool_choice", "chat_template", "reasoning_parser"} & set(plain)
@@ -177,7 +183,8 @@ def test_agent_settings_are_vllm_frontend_or_engine_arguments():
     from vllm.entrypoints.launchers.cli_args import FrontendArgs
 
     known = {f.name for f in dataclasses.fields(FrontendArgs)} | {f.name for f in dataclasses.fields(AsyncEngineArgs)}
-    assert {"tool_call_parser", "enable_auto_tool_choice", "chat_template", "reasoning_parser"} <= known
+    assert {"tool_call_parser", "enable_auto_tool_choice", "tool_strict_level", "chat_template",
+            "reasoning_parser"} <= known
 
 
 def test_parser_names_are_vllms():
@@ -186,3 +193,33 @@ def test_parser_names_are_vllms():
 
     assert set(TOOL_CALL_PARSERS) == set(ToolParserManager.list_registered())
     assert set(REASONING_PARSERS) == set(ReasoningParserManager.list_registered())
+
+
+@pytest.mark.parametrize("body,param,words", [
+    ({"tool_choice": "required"}, "tool_choice", "needs tools"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "launch"}}}, "tool_choice",
+     "'launch', which is not among the offered tools (get_weather)"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, None, None),
+])
+def test_tool_choice_must_name_an_offered_tool(body, param, words):
+    problem = tools_problem(body)
+    assert (problem is None) if param is None else (problem.param == param and words in problem.message), problem
+
+
+@pytest.mark.parametrize("message,body,param", [
+    ("Grammar error: regex parse error: look-around is not supported", {"response_format": {"type": "json_schema"}},
+     "response_format"),
+    ("Grammar error: bad", {"structured_outputs": {"regex": "(?<=a)"}}, "structured_outputs"),
+    ("Grammar error: bad", {}, "tools"),
+    ("prompt too long", {"response_format": {}}, None),
+])
+def test_grammar_refusals_name_the_parameter(message, body, param):
+    problem = grammar_problem(message, body)
+    assert (problem is None) if param is None else (problem.param == param and "simplify" in problem.message)
+
+
+def test_validation_errors_name_openai_parameters():
+    from serving.dataplane.errors import openai_param
+
+    assert openai_param(("body", "tools", 0, "function", "parameters")) == "tools[0].function.parameters"
+    assert openai_param(("body", "model")) == "model" and openai_param(("body",)) == ""
