@@ -96,17 +96,28 @@ class AdapterStore:
         except BotoCoreError as err:
             raise AdapterStoreError(f"{what}: {err}") from None
 
-    def _keys(self, bucket: str, prefix: str) -> list[str]:
-        keys, token = [], None
+    def _objects(self, bucket: str, prefix: str) -> list[dict]:
+        objects, token = [], None
         while True:
             kwargs = {"Bucket": bucket, "Prefix": prefix}
             if token:
                 kwargs["ContinuationToken"] = token
             page = self._call(f"listing s3://{bucket}/{prefix}", self.s3.list_objects_v2, **kwargs)
-            keys += [o["Key"] for o in page.get("Contents", [])]
+            objects += page.get("Contents", [])
             if not page.get("IsTruncated"):
-                return keys
+                return objects
             token = page["NextContinuationToken"]
+
+    def _keys(self, bucket: str, prefix: str) -> list[str]:
+        return [o["Key"] for o in self._objects(bucket, prefix)]
+
+    def fingerprint(self, source: str) -> str:
+        """What the files under ``source`` are, from one listing (names, sizes, ETags): it changes when
+        any file is rewritten, so a cached copy of a version pinned by no sha256 is not reused stale."""
+        bucket, prefix = parse_s3_uri(source)
+        listed = sorted((o["Key"], o.get("Size"), o.get("ETag")) for o in self._objects(bucket, f"{prefix}/")
+                        if o["Key"].rsplit("/", 1)[-1] != MANIFEST_NAME)
+        return hashlib.sha256(json.dumps(listed).encode()).hexdigest()
 
     def push(self, directory: str | Path, *, adapter: str, version: str, to: str) -> StoredAdapter:
         """Upload a PEFT adapter directory as ``<to>/<adapter>/<version>/``; versions are immutable."""

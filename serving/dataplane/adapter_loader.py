@@ -101,9 +101,12 @@ def fetch_once(store: AdapterStore, source: str, sha256: str | None, local: Path
     Replicas on one node share the download cache, and a vLLM engine reads an adapter's directory
     while it loads it. So a version is downloaded into a fresh staging directory and renamed into
     place whole; a directory already there for the same source and sha256 (versions are immutable)
-    is reused, never deleted under another replica's engine.
+    is reused, never deleted under another replica's engine. A version the fleet pins by no sha256
+    is known by its files' fingerprint in the store instead: files pushed again under the same source
+    (the demo's and the tests' regenerated adapters) are downloaded again, not served stale.
     """
-    want = json.dumps({"source": source, "sha256": sha256})
+    want = json.dumps({"source": source, "sha256": sha256,
+                       "fingerprint": None if sha256 else store.fingerprint(source)})
 
     def present() -> bool:
         marker = local / SOURCE_MARKER

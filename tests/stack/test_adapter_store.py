@@ -93,3 +93,11 @@ def test_source_problems_find_missing_versions_and_wrong_bases(store, assets, tm
                                   "no adapter_config.json")
     assert "trained on base 'other-base'" in problems[1]
     assert "rank 16, above maxLoraRank 8" in problems[2]
+
+
+def test_the_fingerprint_changes_when_files_are_written_again(store, assets):
+    uri = store.push(assets["adapters"]["shout"], adapter="shout", version="v1", to=f"s3://{BUCKET}/fp").uri
+    before = store.fingerprint(uri)
+    assert store.fingerprint(uri) == before
+    store.upload_dir(assets["adapters"]["reverse"], uri)  # the same names, other weights
+    assert store.fingerprint(uri) != before

@@ -11,8 +11,11 @@ from serving.dataplane.adapter_loader import SOURCE_MARKER, fetch_once
 
 
 class FakeStore:
-    def __init__(self, during=None, fail=False):
-        self.calls, self.during, self.fail = [], during, fail
+    def __init__(self, during=None, fail=False, files="v1 files"):
+        self.calls, self.during, self.fail, self.files = [], during, fail, files
+
+    def fingerprint(self, source):
+        return f"{source}:{self.files}"
 
     def download(self, source, dest, *, sha256=None):
         self.calls.append(source)
@@ -62,3 +65,12 @@ def test_a_failed_download_leaves_nothing_behind(tmp_path):
     with pytest.raises(AdapterStoreError):
         fetch_once(FakeStore(fail=True), "s3://b/shout/v1", "0" * 64, local)
     assert not local.exists() and leftovers(local) == []
+
+
+def test_files_pushed_again_under_a_source_with_no_sha256_are_fetched_again(tmp_path):
+    """The demo and the tests regenerate their adapters and push them under the same sources."""
+    local, store = tmp_path / "shout@v1", FakeStore()
+    fetch_once(store, "s3://b/shout/v1", None, local)
+    store.files = "regenerated files"
+    fetch_once(store, "s3://b/shout/v1", None, local)
+    assert store.calls == ["s3://b/shout/v1", "s3://b/shout/v1"] and leftovers(local) == []
