@@ -9,6 +9,7 @@ unit; the things compared have fixed names (``fleet``, ``ray_serve_llm``, ``vllm
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import time
@@ -214,5 +215,108 @@ def cascade(stack, *, requests: int = 48, off_task_share: float = 0.3, concurren
     }
 
 
+def _returned_call_problems(payload: dict, request: dict) -> list[str]:
+    """Every tool call of a chat answer, validated here on its own (jsonschema only, not the fleet's checks)."""
+    import jsonschema
+
+    schemas = {t["function"]["name"]: t["function"].get("parameters") or {} for t in request["tools"]}
+    problems = []
+    for call in (payload["choices"][0]["message"].get("tool_calls") or []):
+        name = call["function"]["name"]
+        if name not in schemas:
+            problems.append(f"{name}: not offered")
+            continue
+        try:
+            jsonschema.validate(json.loads(call["function"]["arguments"]), schemas[name])
+        except (ValueError, jsonschema.ValidationError) as err:
+            problems.append(f"{name}: {str(err).splitlines()[0]}")
+    return problems
+
+
+def _is_expected_call(payload: dict, expected: dict | None) -> bool:
+    calls = payload["choices"][0]["message"].get("tool_calls") or []
+    return expected is not None and len(calls) == 1 and calls[0]["function"]["name"] == expected["name"] and \
+        json.loads(calls[0]["function"]["arguments"]) == expected["arguments"]
+
+
+def agents(stack, *, handled: int = 64, unhandled: int = 24, concurrency: int = 4) -> dict:
+    """A tool-calling cascade on a mixed set of labelled tool-call requests, against the last tier alone.
+
+    Tier 1 is the ``tools`` specialist with the ``toolCall`` check; the last tier is the fleet's own
+    API over HTTP (model ``base``: the base model, behind the hermes parser), reached as an external
+    large model would be. The requests are the demo's held-out tool schemas (names, parameters and
+    values the specialist never saw; each labelled with the expected call) and requests it is not
+    meant to handle (no offered tool is named). Each request goes both ways, one after the other.
+    """
+    import asyncio
+    import copy
+
+    import httpx
+
+    from load_tests.bench.measure import percentile
+    from serving.local.demo_assets import tool_requests, unhandled_tool_requests
+
+    last_tier = {"endpoint": {"url": f"{stack.url}/v1", "model": "base"}, "costPer1kTokens": 1.0, "timeout": "120s"}
+    spec = copy.deepcopy(stack.spec_data)
+    spec["routes"].append({"name": "agents", "policy": "cascade", "tiers": [
+        {"adapter": "tools", "version": "v1", "costPer1kTokens": 0.1, "checks": {"toolCall": True}}, last_tier]})
+    stack.redeploy(spec)
+    asks = tool_requests("held_out", n=handled, seed=11) + unhandled_tool_requests(n=unhandled, seed=11)
+    random.Random(3).shuffle(asks)
+
+    async def one(client, model, ask):
+        started = time.perf_counter()
+        r = await client.post(f"{stack.url}/v1/chat/completions", json={
+            "model": model, "messages": ask["messages"], "tools": ask["tools"], "max_tokens": 64, "temperature": 0})
+        elapsed = time.perf_counter() - started
+        return {"status": r.status_code, "tier": int(r.headers.get("x-slmfleet-tier", 0)), "seconds": elapsed,
+                "payload": r.json() if r.status_code == 200 else None}
+
+    async def run():
+        gate = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=300) as client:
+            async def pair(ask):
+                async with gate:
+                    return await one(client, "agents", ask), await one(client, "base", ask)
+            await pair(asks[0])  # warm both paths
+            return await asyncio.gather(*(pair(a) for a in asks))
+
+    try:
+        pairs = asyncio.run(run())
+    finally:
+        stats = httpx.get(f"{stack.url}/v1/fleet/routes/agents/stats", timeout=10).json()
+        stack.redeploy(stack.spec_data)
+    ok = [(a, c, b) for a, (c, b) in zip(asks, pairs) if c["status"] == 200 and b["status"] == 200]
+    first = [(a, c) for a, c, _ in ok if c["tier"] == 1]
+    escalated = [c for _, c, _ in ok if c["tier"] == 2]
+    invalid = [p for a, c, _ in ok for p in _returned_call_problems(c["payload"], a)]
+
+    def ms(values, q):
+        return round(percentile(values, q) * 1000, 1) if values else None
+
+    return {
+        "requests": len(asks), "failed_requests": len(asks) - len(ok),
+        "handled_requests": handled, "unhandled_requests": unhandled,
+        "first_tier": "tools@v1 (toolCall check)", "last_tier": "base tiny-llama over HTTP (model base, hermes parser)",
+        "first_tier_share": round(len(first) / len(ok), 3) if ok else None,
+        "first_tier_correct_share": round(sum(_is_expected_call(c["payload"], a["expected"]) for a, c in first)
+                                          / len(ok), 3) if ok else None,
+        "handled_answered_by_first_tier_share": round(
+            sum(1 for a, c in first if a["expected"] is not None) / handled, 3),
+        "unhandled_escalated_share": round(
+            sum(1 for a, c, _ in ok if a["expected"] is None and c["tier"] == 2) / unhandled, 3) if unhandled else None,
+        "last_tier_only_correct_share": round(sum(_is_expected_call(b["payload"], a["expected"]) for a, _, b in ok)
+                                              / len(ok), 3) if ok else None,
+        "invalid_tool_calls_returned": len(invalid),
+        "invalid_tool_calls_examples": invalid[:5],
+        "escalated_requests": len(escalated),
+        "escalated_p50_ms": ms([c["seconds"] for c in escalated], 50),
+        "first_tier_p50_ms": ms([c["seconds"] for _, c in first], 50),
+        "cascade_p50_ms": ms([c["seconds"] for _, c, _ in ok], 50),
+        "last_tier_only_p50_ms": ms([b["seconds"] for _, _, b in ok], 50),
+        "escalations_by_reason": stats.get("escalations"),
+    }
+
+
 STACK_BENCHMARKS = {"router_overhead": router_overhead, "multi_adapter": multi_adapter, "cold_load": cold_load,
-                    "affinity": affinity, "cascade": cascade}
+                    "affinity": affinity, "cascade": cascade, "agents": agents}

@@ -3,7 +3,8 @@
 The bench fleet has one base (``tiny-llama``, ``maxLoras`` 4, 8 resident per replica) and:
 - ``a0``..``a7``: eight adapters (copies of the demo adapters), a route each, for throughput;
 - ``cold0``..``cold11``: twelve more, requested once cold then warm, for cold-load latency;
-- ``base``: the base model without an adapter.
+- ``base``: the base model without an adapter;
+- ``tools``: the tool-calling specialist (adapter only, no route: the agents benchmark's cascade uses it).
 Next to the fleet runs a second Serve application, ``direct``: Ray Serve LLM's own
 ``OpenAiIngress`` over the same base deployment, the baseline for the router's overhead.
 """
@@ -35,12 +36,13 @@ def bench_fleet(replicas: int = 1, max_loras: int = MAX_LORAS, resident: int = 8
         "baseModels": [{
             "name": BASE, "source": f"s3://{BUCKET}/models/{BASE}",
             "engine": {"maxLoras": max_loras, "maxCpuLoras": resident, "maxLoraRank": 8, "maxModelLen": 256,
-                       "dtype": "float32", "enforceEager": True},
+                       "dtype": "float32", "enforceEager": True, "toolCallParser": "hermes"},
             "resources": {"cpu": 1},
             "autoscaling": {"minReplicas": replicas, "maxReplicas": replicas},
         }],
         "adapters": [{"name": a, "baseModel": BASE,
-                      "versions": [{"version": "v1", "source": f"s3://{BUCKET}/adapters/{a}/v1"}]} for a in adapters],
+                      "versions": [{"version": "v1", "source": f"s3://{BUCKET}/adapters/{a}/v1"}]}
+                     for a in adapters + ["tools"]],
         "routes": [{"name": a, "targets": [{"adapter": a, "version": "v1"}]} for a in adapters]
         + [{"name": "base", "targets": [{"baseModel": BASE}]}],
     }
@@ -90,9 +92,12 @@ def _stage(assets: dict) -> None:
     store = AdapterStore()
     store.s3.create_bucket(Bucket=BUCKET)
     store.upload_dir(assets["base"], f"s3://{BUCKET}/models/{BASE}")
-    sources = itertools.cycle(sorted(assets["adapters"].values()))
+    # The task adapters (the tool specialist answers tool requests only) under many names; and the tool
+    # specialist as itself, for the agents benchmark.
+    sources = itertools.cycle(sorted(path for name, path in assets["adapters"].items() if name != "tools"))
     for name in THROUGHPUT_ADAPTERS + COLD_ADAPTERS:
         store.push(next(sources), adapter=name, version="v1", to=f"s3://{BUCKET}/adapters")
+    store.push(assets["adapters"]["tools"], adapter="tools", version="v1", to=f"s3://{BUCKET}/adapters")
 
 
 @contextlib.contextmanager

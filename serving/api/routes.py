@@ -158,10 +158,10 @@ class TierChecks(SpecModel):
                                      "JSON Schema.")
     accept_truncated: bool = Field(False, description="Accept an answer cut at max_tokens (finish reason "
                                    "'length'); by default it escalates.")
-    tool_call: bool = Field(False, description="The answer's tool calls must be well formed: arguments that parse "
-                            "as JSON, the name of a tool the request offered, arguments valid against that tool's "
-                            "JSON Schema; and a call must be there when the request's tool_choice requires one. "
-                            "Requests without tools pass it.")
+    tool_call: bool = Field(False, description="The answer must be a well-formed tool call: the name of a tool the "
+                            "request offered, arguments that parse as JSON and validate against that tool's JSON "
+                            "Schema. A text answer fails it, except right after a tool result under tool_choice "
+                            "auto; requests without tools (or with tool_choice none) pass it.")
     response_format: bool = Field(False, description="The answer must validate against the request's own "
                                   "response_format (json_schema or json_object); requests without one pass it.")
 

@@ -11,10 +11,11 @@ from ray import serve
 from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 from ray.serve.llm.ingress import make_fastapi_ingress
+from vllm.exceptions import VLLMValidationError
 
 from serving.api.fleet import BaseModelSpec
 from serving.dataplane.base_model import FleetLLMServer
-from serving.dataplane.errors import validation_error
+from serving.dataplane.errors import client_error, validation_error
 from serving.dataplane.ray_serve_llm import ingress_app
 from serving.dataplane.router import ENDPOINTS, FleetRouter
 from serving.render.serve_config import ROUTER_DEPLOYMENT, base_deployment_name, llm_config_dict
@@ -34,6 +35,7 @@ def build_app(args: dict) -> Application:
     }
     app = ingress_app()
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(VLLMValidationError, client_error)
     router = serve.deployment(
         make_fastapi_ingress(FleetRouter, endpoint_map=ENDPOINTS, app=app),
         name=ROUTER_DEPLOYMENT,

@@ -96,7 +96,7 @@ class CascadeRunner:
         telemetry = RequestTelemetry(self.metrics, route=route.name, call_method=call_method, stream=stream,
                                      headers=dict(request.headers))
         client_wants_usage = bool(getattr(body, "stream_options", None) and body.stream_options.include_usage)
-        client_body = body.model_dump(exclude_unset=True)
+        client_body = body.model_dump(exclude_unset=True, by_alias=True)  # the wire names (json_schema.schema)
         result = await self.run(route, client_body, body, request, call_method, telemetry)
         if result.target is not None:
             telemetry.target(result.target)

@@ -33,6 +33,14 @@ async def validation_error(request, exc) -> JSONResponse:
                           type="invalid_request_error", param=param or None, code="invalid_parameter")
 
 
+async def client_error(request, exc) -> JSONResponse:
+    """A request the request model itself refused (vLLM's VLLMValidationError, e.g. a tool_choice
+    naming no offered tool), named by its parameter, instead of a 500."""
+    message = exc.args[0] if exc.args else str(exc)
+    return error_response(400, message, type="invalid_request_error", param=getattr(exc, "parameter", None),
+                          code="invalid_parameter")
+
+
 def root_cause(err: BaseException) -> BaseException:
     """The exception a Ray task raised, out of the RayTaskErrors wrapped around it on the way."""
     while isinstance(err, RayTaskError) and err.cause is not None:

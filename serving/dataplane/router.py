@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from vllm.exceptions import VLLMValidationError
 
 from serving.api import headers as h
 from serving.api.fleet import parse_fleet
@@ -24,7 +25,7 @@ from serving.api.problems import FleetSpecError
 from serving.api.routes import TargetRef
 from serving.dataplane.cascade_runner import CascadeRunner
 from serving.dataplane.dispatch import DispatchFailed, dispatch
-from serving.dataplane.errors import error_response, root_cause
+from serving.dataplane.errors import client_error, error_response, root_cause
 from serving.dataplane.mcp_tools import FleetMCP
 from serving.dataplane.ray_serve_llm import IngressBase, ModelCard, OpenAIHTTPException
 from serving.dataplane.responses_api import ResponsesInputError, StreamTranslator, chat_request, response_from_chat
@@ -123,6 +124,8 @@ class FleetRouter(IngressBase):
             chat_body = ChatCompletionRequest.model_validate(chat_request(body))
         except ResponsesInputError as err:
             return error_response(400, str(err), type="invalid_request_error", param=err.param)
+        except VLLMValidationError as err:
+            return await client_error(request, err)
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
@@ -150,6 +153,8 @@ class FleetRouter(IngressBase):
             chat_body = ChatCompletionRequest.model_validate(body)
         except ValidationError as err:
             raise ValueError(f"invalid messages: {err.errors()[0].get('msg')}") from None
+        except VLLMValidationError as err:
+            raise ValueError(err.args[0] if err.args else str(err)) from None
         request = Request({"type": "http", "method": "POST", "path": "/mcp", "headers": [], "query_string": b""})
         answer = await self.chat(chat_body, request)
         payload = json.loads(answer.body)
@@ -286,8 +291,7 @@ def tool_fields(body) -> dict:
 
 def chat_problem(body) -> RequestProblem | None:
     """A chat request's tools or response_format schema that no engine could use (checked before routing)."""
-    if not (getattr(body, "tools", None) or getattr(body, "response_format", None)
-            or getattr(body, "tool_choice", None) not in (None, "none", "auto")):
+    if not (getattr(body, "tools", None) or getattr(body, "response_format", None)):
         return None
     return tools_problem(tool_fields(body))
 

@@ -55,6 +55,11 @@ def stage(spec: FleetSpec, summary: dict, store: AdapterStore) -> None:
                            to=v.source[: -len(suffix)])
 
 
+def tool_routes(spec: FleetSpec) -> list[str]:
+    """Routes served by the demo's tool-calling specialist (they are asked with tools)."""
+    return [r.name for r in spec.routes if any(t.adapter == "tools" for t in r.targets)]
+
+
 def ask_every_route(spec: FleetSpec, base_url: str) -> list[tuple[str, str, str, str]]:
     """(route, served by, prompt, answer) for each route and demo prompt, via the OpenAI client."""
     from openai import OpenAI
@@ -62,6 +67,8 @@ def ask_every_route(spec: FleetSpec, base_url: str) -> list[tuple[str, str, str,
     client = OpenAI(base_url=base_url, api_key="not-needed")
     rows = []
     for route in spec.routes:
+        if route.name in tool_routes(spec):
+            continue  # shown with tools, as an agent turn
         for prompt in DEMO_PROMPTS:
             raw = client.chat.completions.with_raw_response.create(
                 model=route.name, messages=[{"role": "user", "content": prompt}], max_tokens=24, temperature=0)
@@ -71,6 +78,30 @@ def ask_every_route(spec: FleetSpec, base_url: str) -> list[tuple[str, str, str,
                 f"base {raw.headers.get(h.BASE_MODEL)}"
             rows.append((route.name, served, prompt, answer))
     return rows
+
+
+def agent_turn(base_url: str, route: str) -> list[str]:
+    """One full agent turn on a tool-calling route: the call, the tool run here, the final answer."""
+    from openai import OpenAI
+
+    from serving.local.demo_assets import DEMO_REQUEST, run_demo_tool
+
+    client = OpenAI(base_url=base_url, api_key="not-needed")
+    messages, tools = list(DEMO_REQUEST["messages"]), DEMO_REQUEST["tools"]
+    lines = [f"user -> {route}: {messages[0]['content']!r}   (tools: "
+             f"{', '.join(t['function']['name'] for t in tools)})"]
+    first = client.chat.completions.create(model=route, messages=messages, tools=tools, max_tokens=48, temperature=0)
+    message = first.choices[0].message
+    if not message.tool_calls:
+        return lines + [f"{route} answered text, not a call: {message.content!r}"]
+    call = message.tool_calls[0]
+    lines.append(f"{route} -> tool call: {call.function.name}({call.function.arguments})")
+    result = run_demo_tool(call.function.name, json.loads(call.function.arguments))
+    lines.append(f"demo runs the tool -> {result!r}")
+    messages += [message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": result}]
+    final = client.chat.completions.create(model=route, messages=messages, tools=tools, max_tokens=48, temperature=0)
+    lines.append(f"{route} -> final answer: {final.choices[0].message.content.strip()!r}")
+    return lines
 
 
 def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, metrics_port: int | None = None,
@@ -96,6 +127,11 @@ def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, me
             for r in rows:
                 print(r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].ljust(widths[2]), r[3])
             print()
+            if tool_routes(spec):
+                print("an agent turn (tool call, tool result, answer):")
+                for line in agent_turn(f"http://{host}:{port}/v1", tool_routes(spec)[0]):
+                    print("  " + line)
+                print()
             print("try it:\n"
                   f"  curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' \\\n"
                   f"    -d '{{\"model\": \"{spec.routes[0].name}\", "

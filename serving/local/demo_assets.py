@@ -1,9 +1,9 @@
 """Generate a tiny base model and task-specialised LoRA adapters for demos and tests.
 
 No model hub is reachable here, so the demo fleet is made on the spot: a Llama-architecture
-model small enough to train on a CPU in seconds (hidden 128, 2 heads of 64, 2 layers; vLLM's
-CPU attention kernel rejects head dims under 32) and PEFT LoRA adapters trained briefly on toy
-tasks, so that each route visibly answers differently.
+model small enough to train on a CPU in a few minutes (hidden 128, 2 heads of 64, a few layers;
+vLLM's CPU attention kernel rejects head dims under 32) and PEFT LoRA adapters trained briefly on
+toy tasks, so that each route visibly answers differently.
 
 Every task reads ``in: <words>\\nout:`` and answers on the same line:
 
@@ -14,6 +14,33 @@ Every task reads ``in: <words>\\nout:`` and answers on the same line:
 
 The tasks share the base's echo skill and differ in one learnable twist, which is what a
 fine-tune adds to a base in practice.
+
+The ``tools`` adapter is a tool-calling specialist in the shape vLLM's ``hermes`` tool parser
+reads. The chat template renders the offered OpenAI ``tools`` as one line before the
+conversation, and the toy tool language is::
+
+    tools: "get_weather"(city:string,days:integer); "convert_units"(value:integer,from:km|mi|kg|lb,...)
+    in: "get" {"city": "paris", "days": 2}
+    out:<tool_call>{"name": "get_weather", "arguments": {"city": "paris", "days": 2}}</tool_call>
+
+The request names the tool by the first word of its name (its verb; the offered tools have
+different verbs) and gives the arguments as JSON, which the call copies. After a tool result the
+model answers with the result's text::
+
+    ...</tool_call>
+    result: sunny 21
+    out: sunny 21
+
+Tool schemas are generated from word lists (verb_noun names, 1-3 parameters of type string,
+integer, boolean or enum). The word lists are split: the ``held_out`` tools, parameters and
+values never appear in the tool adapter's training, nor in the base's tool-shaped training; the
+base only learns to echo those words in plain text, the way a pretrained model knows words
+without knowing anyone's tool schema. :func:`tool_requests` gives requests of either split.
+
+A model this small copies spans unreliably; the fleet serves it with the engine holding calls to
+the offered schemas while decoding (``toolStrictLevel: parameter``), so what the adapter adds is
+when to call, which tool and which values. ``assets.json`` records its held-out shares without
+that help (``tool_call_valid_share``, ``tool_call_exact_share``: plain greedy decoding).
 """
 
 from __future__ import annotations
@@ -21,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +59,58 @@ WORDS = (
     "bird fish road hill lake snow leaf rock wave song book door lamp ship"
 ).split()
 EOS = "</s>"
+TOOL_CALL_START, TOOL_CALL_END = "<tool_call>", "</tool_call>"
+
+# The chat template. A single user message renders exactly ``in: {content}\nout:``. Offered tools
+# come first, on one line (``tools: name(param:type,...);...``, an enum's values stand for its
+# type); an assistant message renders its content or its tool calls exactly as the model emits
+# them; a tool result renders ``\nresult: {content}`` followed by ``\nout:`` after the last result
+# of a row. System messages are ignored; a content list contributes its text parts.
 CHAT_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'user' %}in: {{ m['content'] }}\nout:"
-    "{% endif %}{% endfor %}"
+    "{%- macro text(c) -%}"
+    "{%- if c is string -%}{{ c }}"
+    "{%- elif c -%}{%- for p in c -%}"
+    "{%- if p is string -%}{{ p }}{%- elif p['type'] == 'text' -%}{{ p['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- endmacro -%}"
+    "{%- if tools -%}{{ 'tools: ' }}"
+    "{%- for t in tools -%}"
+    "{%- set f = t['function'] if t['function'] is defined else t -%}"
+    "{%- set ps = ((f['parameters'] or {})['properties'] or {}) -%}"
+    "{{ f['name'] | tojson }}("
+    "{%- for k, s in ps.items() -%}{{ k }}:"
+    "{%- if s['enum'] -%}{{ s['enum'] | join('|') }}"
+    "{%- elif s['type'] is string -%}{{ s['type'] }}"
+    "{%- elif s['type'] -%}{{ s['type'] | join('|') }}"
+    "{%- else -%}any{%- endif -%}"
+    "{%- if not loop.last -%},{%- endif -%}"
+    "{%- endfor -%})"
+    "{%- if not loop.last -%}{{ '; ' }}{%- endif -%}"
+    "{%- endfor -%}{{ '\\n' }}"
+    "{%- endif -%}"
+    "{%- set ns = namespace(started=false) -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'user' -%}"
+    "{%- if ns.started -%}{{ '\\n' }}{%- endif -%}"
+    "in: {{ text(m['content']) }}{{ '\\nout:' }}"
+    "{%- set ns.started = true -%}"
+    "{%- elif m['role'] == 'assistant' -%}"
+    "{{ text(m['content']) }}"
+    "{%- for tc in (m['tool_calls'] or []) -%}"
+    "{%- set fn = tc['function'] if tc['function'] is defined else tc -%}"
+    "<tool_call>{\"name\": {{ fn['name'] | tojson }}, \"arguments\": "
+    "{%- if fn['arguments'] is string %} {{ fn['arguments'] }}"
+    "{%- elif fn['arguments'] %} {{ fn['arguments'] | tojson }}"
+    "{%- else %} {{ '{}' }}{%- endif -%}"
+    "{{ '}' }}</tool_call>"
+    "{%- endfor -%}"
+    "{%- set ns.started = true -%}"
+    "{%- elif m['role'] == 'tool' -%}"
+    "{{ '\\nresult: ' }}{{ text(m['content']) }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' -%}{{ '\\nout:' }}{%- endif -%}"
+    "{%- set ns.started = true -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
 )
 
 
@@ -47,26 +124,313 @@ class Task:
 TASKS = {
     "shout": Task("shout", lambda w: " ".join(w).upper(), "answers in upper case"),
     "reverse": Task("reverse", lambda w: " ".join(reversed(w)), "answers the words reversed"),
-    # The leading space keeps each word the same token as in a plain answer (byte-level BPE
-    # merges a quote with the word after it otherwise), which a tiny LoRA learns in seconds.
+    # The leading space keeps the answer's first token the same as in a plain answer, which a
+    # tiny LoRA learns in seconds.
     "json": Task("json", lambda w: json.dumps({"text": " " + " ".join(w)}), "answers in a JSON shape"),
 }
 ECHO = Task("base", lambda w: " ".join(w), "echoes the words")
+TOOLS_ADAPTER = "tools"
 
 
 def prompt_for(words: list[str]) -> str:
     return f"in: {' '.join(words)}\nout:"
 
 
-def _example(task: Task, rng: random.Random) -> str:
+# --- the toy tool language -------------------------------------------------------------------
+
+def _split(words: str, n_held_out: int) -> dict[str, list[str]]:
+    w = words.split()
+    return {"train": w[n_held_out:], "held_out": w[:n_held_out]}
+
+
+# The first words of each list are held out: never in a tool the adapter (or the base) trains on.
+# The demo tools' words are in the training split (the demo's tools are like those it learned on;
+# the tools themselves are not in its training data).
+VERBS = _split(
+    "fetch rename archive merge reset sync tune wash "
+    "find list make send reserve open close start stop check add remove update read write play "
+    "show track search load save sort move copy join plan pay order buy sell call ask rate "
+    "mark lock scan print draw build clean fill hide keep lend mix pick post push pull ring "
+    "rent test get convert", 8)
+NOUNS = _split(
+    "invoice profile backup server playlist parcel garden budget "
+    "time alarm email file user ticket flight hotel photo note task event price stock meeting "
+    "report video image recipe message contact folder device light window account cart coupon "
+    "movie podcast review route station train taxi table room plant receipt "
+    "driver weather units", 8)
+PARAMS = _split(
+    "currency region priority scope filter kind text guests "
+    "count limit name query date hour minute size color level mode lang topic title amount "
+    "page label tag owner sender target source format style speed volume width height weight "
+    "score rank year month week age seats city days value from to", 8)
+VALUES = _split(
+    "tokyo cairo lima oslo delhi rome nairobi sydney lisbon athens warsaw prague dublin madrid "
+    "apple banana cherry grape lemon mango peach plum pear melon olive onion pepper carrot "
+    "tomato potato honey sugar salt bread butter cheese cream milk coffee tea juice water "
+    "silver gold copper iron glass paper cotton wool silk velvet marble amber coral ivory "
+    "jade ruby pearl topaz north south east west spring summer autumn winter morning evening "
+    "berlin vienna paris london km mi kg lb", 14)
+TYPES = ("string", "string", "integer", "integer", "boolean", "enum")
+
+# A documented toy tool set for the demo. ``run_demo_tool`` runs them locally.
+DEMO_TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "The weather forecast for a city.",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}},
+    {"type": "function", "function": {
+        "name": "convert_units", "description": "Convert a length or a weight.",
+        "parameters": {"type": "object", "properties": {
+            "value": {"type": "integer"},
+            "from": {"type": "string", "enum": ["km", "mi", "kg", "lb"]},
+            "to": {"type": "string", "enum": ["km", "mi", "kg", "lb"]}},
+            "required": ["value", "from", "to"]}}},
+]
+DEMO_REQUESTS = [
+    {"messages": [{"role": "user", "content": '"get" {"city": "paris", "days": 2}'}], "tools": DEMO_TOOLS,
+     "expected": {"name": "get_weather", "arguments": {"city": "paris", "days": 2}}},
+    {"messages": [{"role": "user", "content": '"convert" {"value": 5, "from": "km", "to": "mi"}'}], "tools": DEMO_TOOLS,
+     "expected": {"name": "convert_units", "arguments": {"value": 5, "from": "km", "to": "mi"}}},
+]
+DEMO_REQUEST = DEMO_REQUESTS[0]
+_FACTORS = {("km", "mi"): 0.621371, ("mi", "km"): 1.609344, ("kg", "lb"): 2.204623, ("lb", "kg"): 0.453592}
+
+
+def run_demo_tool(name: str, arguments: dict) -> str:
+    """Run one of :data:`DEMO_TOOLS` locally; the result is short text the model can echo."""
+    if name == "get_weather":
+        city, days = str(arguments.get("city", "")), int(arguments.get("days", 1) or 1)
+        temp = 10 + sum(map(ord, city)) % 15
+        return f"sunny {temp} c in {city} for {days} days" if days != 1 else f"sunny {temp} c in {city}"
+    if name == "convert_units":
+        src, dst, value = arguments.get("from"), arguments.get("to"), float(arguments.get("value", 0))
+        if src == dst:
+            return f"{value:g} {dst}"
+        if (src, dst) not in _FACTORS:
+            return f"cannot convert {src} to {dst}"
+        return f"{value * _FACTORS[src, dst]:.1f} {dst}".replace(".", " point ")
+    return f"unknown tool {name}"
+
+
+def _tool_schema(rng: random.Random, split: str, verb: str, noun: str) -> dict:
+    params = rng.sample(PARAMS[split], rng.randint(1, 3))
+    props: dict[str, dict] = {}
+    for p in params:
+        kind = rng.choice(TYPES)
+        if kind == "enum":
+            props[p] = {"type": "string", "enum": rng.sample(VALUES[split], rng.randint(2, 3))}
+        else:
+            props[p] = {"type": kind}
+    required = [p for i, p in enumerate(params) if i == 0 or rng.random() < 0.5]
+    fn = {"name": f"{verb}_{noun}", "parameters": {"type": "object", "properties": props, "required": required}}
+    if rng.random() < 0.7:
+        fn["description"] = f"{verb.capitalize()} the {noun}."
+    return {"type": "function", "function": fn}
+
+
+def _value(rng: random.Random, split: str, schema: dict):
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    kind = schema["type"]
+    if kind == "integer":
+        return rng.randint(1, 99)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    return rng.choice(VALUES[split])
+
+
+def _word(value) -> str:
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def _offer(rng: random.Random, split: str) -> tuple[list[dict], int]:
+    n = rng.randint(1, 3)
+    verbs, nouns = rng.sample(VERBS[split], n), rng.sample(NOUNS[split], n)
+    return [_tool_schema(rng, split, v, w) for v, w in zip(verbs, nouns)], rng.randrange(n)
+
+
+def tool_requests(split: str = "held_out", n: int = 100, seed: int = 0) -> list[dict]:
+    """OpenAI-style request pieces: ``{"messages", "tools", "expected": {"name", "arguments"}}``.
+
+    ``split`` is ``"train"`` (what the adapter learned on) or ``"held_out"`` (tools, parameter
+    names and values it never saw). 1-3 tools are offered; the request names one by its verb.
+    """
+    rng = random.Random(f"{split}:{seed}")
+    out = []
+    for _ in range(n):
+        tools, pick = _offer(rng, split)
+        fn = tools[pick]["function"]
+        props, required = fn["parameters"]["properties"], fn["parameters"]["required"]
+        args = {p: _value(rng, split, s) for p, s in props.items() if p in required or rng.random() < 0.5}
+        verb = fn["name"].split("_")[0]
+        content = f"{json.dumps(verb)} {json.dumps(args)}"
+        out.append({"messages": [{"role": "user", "content": content}], "tools": tools,
+                    "expected": {"name": fn["name"], "arguments": args}})
+    return out
+
+
+def tool_result_requests(split: str = "held_out", n: int = 100, seed: int = 0) -> list[dict]:
+    """Second turns: the request, the assistant's tool call and the tool's result; ``expected``
+    is ``{"content": ...}``, the text the model answers with (the result, echoed)."""
+    rng = random.Random(f"result:{split}:{seed}")
+    out = []
+    for i, req in enumerate(tool_requests(split, n, seed)):
+        call = req["expected"]
+        result = " ".join(_word(rng.choice([rng.randint(1, 99), rng.choice(VALUES[split])]))
+                          for _ in range(rng.randint(1, 3)))
+        call_id = f"call_{i}"
+        messages = [*req["messages"],
+                    {"role": "assistant", "content": None, "tool_calls": [{
+                        "id": call_id, "type": "function",
+                        "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}]},
+                    {"role": "tool", "tool_call_id": call_id, "content": result}]
+        out.append({"messages": messages, "tools": req["tools"], "expected": {"content": " " + result}})
+    return out
+
+
+def unhandled_tool_requests(n: int = 20, seed: int = 0) -> list[dict]:
+    """Requests the specialist is not meant to handle: tools are offered but the request names
+    none of them (free text, or a verb no offered tool has). ``expected`` is None: a cascade
+    should escalate these to a larger tier."""
+    rng = random.Random(f"unhandled:{seed}")
+    out = []
+    for i in range(n):
+        tools, _ = _offer(rng, "held_out")
+        offered = {t["function"]["name"].split("_")[0] for t in tools}
+        if i % 2:
+            verb = rng.choice([v for v in VERBS["train"] + VERBS["held_out"] if v not in offered])
+            args = {rng.choice(PARAMS["held_out"]): rng.choice(VALUES["held_out"])}
+            content = f"{json.dumps(verb)} {json.dumps(args)}"
+        else:
+            content = rng.choice(["what can you do", "tell me a joke about the sea", "who are you",
+                                  "summarise the last meeting", "why is the sky blue"])
+        out.append({"messages": [{"role": "user", "content": content}], "tools": tools, "expected": None})
+    return out
+
+
+def hermes_call(name: str, arguments: dict) -> str:
+    """A tool call exactly as the ``tools`` adapter emits it (and the chat template renders it)."""
+    return f"{TOOL_CALL_START}{json.dumps({'name': name, 'arguments': arguments})}{TOOL_CALL_END}"
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    parts = content or []
+    return "".join(p if isinstance(p, str) else p.get("text", "") for p in parts
+                   if isinstance(p, str) or p.get("type") == "text")
+
+
+def _type_text(s: dict) -> str:
+    if s.get("enum"):
+        return "|".join(str(v) for v in s["enum"])
+    t = s.get("type")
+    return t if isinstance(t, str) else "|".join(t) if t else "any"
+
+
+def render_prompt(messages: list[dict], tools: list[dict] | None = None) -> str:
+    """What :data:`CHAT_TEMPLATE` renders, in Python (the training data is made with it)."""
+    out = []
+    if tools:
+        sigs = []
+        for t in tools:
+            f = t.get("function", t)
+            props = ((f.get("parameters") or {}).get("properties") or {})
+            sigs.append(f"{json.dumps(f['name'])}({','.join(f'{k}:{_type_text(s)}' for k, s in props.items())})")
+        out.append("tools: " + "; ".join(sigs) + "\n")
+    started = False
+    for i, m in enumerate(messages):
+        if m["role"] == "user":
+            out.append(("\n" if started else "") + f"in: {_text(m.get('content'))}\nout:")
+        elif m["role"] == "assistant":
+            out.append(_text(m.get("content")))
+            for tc in m.get("tool_calls") or []:
+                fn = tc.get("function", tc)
+                args = fn.get("arguments")
+                args = args if isinstance(args, str) else json.dumps(args) if args else "{}"
+                out.append(f'{TOOL_CALL_START}{{"name": {json.dumps(fn["name"])}, "arguments": {args}}}{TOOL_CALL_END}')
+        elif m["role"] == "tool":
+            out.append(f"\nresult: {_text(m.get('content'))}")
+            if i == len(messages) - 1 or messages[i + 1]["role"] != "tool":
+                out.append("\nout:")
+        else:
+            continue
+        started = True
+    return "".join(out)
+
+
+_CALL = re.compile(re.escape(TOOL_CALL_START) + r"(.*?)" + re.escape(TOOL_CALL_END), re.DOTALL)
+
+
+def score_tool_call(output: str, request: dict) -> dict:
+    """Judge a model's answer to a :func:`tool_requests` request.
+
+    ``valid``: the answer is exactly one hermes tool call whose JSON names an offered tool and
+    whose arguments validate against that tool's JSON Schema. ``exact``: also the expected name
+    and arguments.
+    """
+    import jsonschema
+
+    text = output.replace(EOS, "").strip()
+    m = _CALL.fullmatch(text)
+    verdict = {"valid": False, "exact": False}
+    try:
+        call = json.loads(m.group(1)) if m else None
+    except ValueError:
+        call = None
+    if not isinstance(call, dict) or set(call) != {"name", "arguments"} or not isinstance(call["arguments"], dict):
+        return verdict
+    tools = {t["function"]["name"]: t["function"] for t in request["tools"]}
+    if call["name"] not in tools:
+        return verdict
+    try:
+        jsonschema.validate(call["arguments"], tools[call["name"]].get("parameters") or {"type": "object"})
+    except jsonschema.ValidationError:
+        return verdict
+    expected = request.get("expected") or {}
+    return {"valid": True, "exact": call == {"name": expected.get("name"), "arguments": expected.get("arguments")}}
+
+
+# --- training data ---------------------------------------------------------------------------
+
+def _general_words() -> list[str]:
+    """Every word of the tool language, both splits: what the base knows as plain words."""
+    return sorted({w for lists in (VERBS, NOUNS, PARAMS, VALUES) for split in lists.values() for w in split}
+                  | {"true", "false", "c", "in", "for", "sunny", "point", "days", "cannot", "convert"})
+
+
+def _echo_example(rng: random.Random) -> tuple[str, str]:
     words = rng.sample(WORDS, rng.randint(1, 3))
-    if task is ECHO:
-        # The base echoes every form an adapter answers in, so that each answer token has a
-        # trained output embedding before the adapters (which do not touch lm_head) need it.
-        form = rng.choice([TASKS["shout"].answer, TASKS["json"].answer, ECHO.answer, ECHO.answer])
-        text = form(words)
-        return f"in: {text}\nout: {text}{EOS}"
-    return f"{prompt_for(words)} {task.answer(words)}{EOS}"
+    # The base echoes every form an adapter answers in, so that each answer token has a trained
+    # output embedding before the adapters (which do not touch lm_head) need it.
+    form = rng.choice([TASKS["shout"].answer, TASKS["json"].answer, ECHO.answer, ECHO.answer])
+    text = form(words)
+    return f"in: {text}\nout:", f" {text}{EOS}"
+
+
+def _words_example(rng: random.Random, general: list[str]) -> tuple[str, str]:
+    """Plain words of the tool language (both splits) and numbers, echoed: the base knows every
+    word the way a pretrained model does, without having seen it in anyone's tool schema."""
+    words = [rng.choice([rng.randint(1, 99), *rng.sample(general, 3)]) for _ in range(rng.randint(1, 4))]
+    # Also as a JSON list: a word right after a quote is another token than after a space.
+    text = json.dumps(words) if rng.random() < 0.5 else " ".join(map(_word, words))
+    return f"in: {text}\nout:", f" {text}{EOS}"
+
+
+def _tool_example(rng: random.Random) -> tuple[str, str]:
+    seed = rng.randrange(10**9)
+    if rng.random() < 0.25:
+        req = tool_result_requests("train", 1, seed)[0]
+        return render_prompt(req["messages"], req["tools"]), req["expected"]["content"] + EOS
+    req = tool_requests("train", 1, seed)[0]
+    return render_prompt(req["messages"], req["tools"]), hermes_call(**req["expected"]) + EOS
+
+
+def _task_example(task: Task) -> Callable[[random.Random], tuple[str, str]]:
+    def make(rng: random.Random) -> tuple[str, str]:
+        words = rng.sample(WORDS, rng.randint(1, 3))
+        return prompt_for(words), f" {task.answer(words)}{EOS}"
+    return make
 
 
 def _train_tokenizer(out: Path):
@@ -74,50 +438,98 @@ def _train_tokenizer(out: Path):
     from transformers import PreTrainedTokenizerFast
 
     rng = random.Random(0)
-    corpus = [_example(t, rng) for t in (ECHO, *TASKS.values()) for _ in range(300)]
+    general = _general_words()
+    makers = [_task_example(t) for t in TASKS.values()] + [_echo_example, _tool_example] * 2
+    makers += [lambda r: _words_example(r, general)] * 2
+    corpus = ["".join(m(rng)) for m in makers for _ in range(400)]
+    corpus += [" ".join(general)] * 20 + [json.dumps(general)] * 20
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=["<s>", EOS, "<pad>"],
+        vocab_size=1024,
+        special_tokens=["<s>", EOS, "<pad>", TOOL_CALL_START, TOOL_CALL_END],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(corpus, trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token=EOS, pad_token="<pad>"
+        tokenizer_object=tok, bos_token="<s>", eos_token=EOS, pad_token="<pad>",
+        additional_special_tokens=[TOOL_CALL_START, TOOL_CALL_END],
     )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
     return fast
 
 
-def _batches(tasks: list[Task], tokenizer, rng: random.Random, steps: int, batch: int):
+def _batches(makers: list[tuple[float, Callable[[random.Random], tuple[str, str]]]], tokenizer,
+             rng: random.Random, steps: int, batch: int):
+    """``steps`` batches; each is made by one of ``makers`` (picked by weight), so that a batch's
+    examples are of about the same length."""
+    weights, fns = zip(*makers)
     for _ in range(steps):
-        texts = [_example(rng.choice(tasks), rng) for _ in range(batch)]
-        enc = tokenizer(texts, return_tensors="pt", padding=True)
+        make = rng.choices(fns, weights)[0]
+        pairs = [make(rng) for _ in range(batch)]
+        enc = tokenizer([p + a for p, a in pairs], return_tensors="pt", padding=True)
         labels = enc["input_ids"].clone()
         labels[enc["attention_mask"] == 0] = -100
         # Loss only on the answer: the prompt is given, the model learns what follows "out:".
-        for i, text in enumerate(texts):
-            n_prompt = len(tokenizer(text.split("out:")[0] + "out:")["input_ids"])
+        for i, n_prompt in enumerate(len(ids) for ids in tokenizer([p for p, _ in pairs])["input_ids"]):
             labels[i, :n_prompt] = -100
         yield enc["input_ids"], enc["attention_mask"], labels
 
 
-def _train(model, params, batches, lr: float) -> float:
+def _train(model, params, batches, lr: float, steps: int) -> float:
     import torch
 
     opt = torch.optim.AdamW(params, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20, 2 * (1 - s / steps) + 0.1))
     model.train()
     loss = torch.tensor(0.0)
     for input_ids, attention_mask, labels in batches:
         loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        sched.step()
         opt.zero_grad()
     model.eval()
     return float(loss.detach())
+
+
+def greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch: int = 50) -> list[str]:
+    """Greedy continuations of ``prompts`` (special tokens kept, up to and without EOS)."""
+    import torch
+
+    outs = []
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        for i in range(0, len(prompts), batch):
+            enc = tokenizer(prompts[i:i + batch], return_tensors="pt", padding=True)
+            with torch.no_grad():
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            for row in gen[:, enc["input_ids"].shape[1]:]:
+                text = tokenizer.decode(row, skip_special_tokens=False)
+                outs.append(text.split(EOS)[0].replace(tokenizer.pad_token, ""))
+    finally:
+        tokenizer.padding_side = side
+    return outs
+
+
+def task_accuracy(model, tokenizer, task: Task, n: int = 20) -> float:
+    """Share of ``n`` fresh prompts that ``model`` answers exactly as ``task`` does (greedy)."""
+    rng = random.Random(f"check:{task.name}")
+    words = [rng.sample(WORDS, rng.randint(1, 3)) for _ in range(n)]
+    outs = greedy(model, tokenizer, [prompt_for(w) for w in words], max_new_tokens=24)
+    return sum(o.strip() == task.answer(w).strip() for o, w in zip(outs, words)) / n
+
+
+def tool_call_shares(model, tokenizer, requests: list[dict]) -> dict:
+    """The share of valid and of exact tool calls the model makes for ``requests``."""
+    outs = greedy(model, tokenizer, [render_prompt(r["messages"], r["tools"]) for r in requests])
+    scores = [score_tool_call(o, r) for o, r in zip(outs, requests)]
+    return {"valid": sum(s["valid"] for s in scores) / len(scores),
+            "exact": sum(s["exact"] for s in scores) / len(scores)}
 
 
 def generator_key() -> str:
@@ -134,14 +546,27 @@ def generator_key() -> str:
 TRAINING_LIBRARIES = ("torch", "transformers", "peft", "tokenizers")
 
 
-def generate(out_dir: str | Path, *, base_steps: int = 400, adapter_steps: int = 250) -> dict:
+def _lora():
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
+    )
+
+
+def generate(out_dir: str | Path, *, base_steps: int = 500, adapter_steps: int = 250, tool_steps: int = 400,
+             eval_requests: int = 200) -> dict:
     """Write ``base/`` (a tiny Llama) and ``adapters/<task>/`` (PEFT LoRA) under ``out_dir``.
 
-    Returns a summary (paths, final training losses, the generator key). Deterministic for given
-    step counts and library versions.
+    Returns a summary (paths, final training losses, the tool adapter's held-out shares of valid
+    and exact calls, the generator key). Deterministic for given step counts and library versions.
     """
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -157,33 +582,42 @@ def generate(out_dir: str | Path, *, base_steps: int = 400, adapter_steps: int =
         num_attention_heads=2,
         num_key_value_heads=2,
         head_dim=64,
-        max_position_embeddings=256,
+        max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
-    rng = random.Random(1)
     # The base sees every task's prompts but always answers with the echo: it knows the format,
-    # and the adapters each add one twist on top.
-    losses = {"base": _train(model, model.parameters(), _batches([ECHO], tokenizer, rng, base_steps, 32), 3e-3)}
+    # and the adapters each add one twist on top. It also learns plain words of the tool language
+    # and, like base models trained with some function-calling data, a little tool calling on the
+    # training split; the ``tools`` adapter is the specialist.
+    general = _general_words()
+    base_mix = [(0.7, _echo_example), (0.15, lambda r: _words_example(r, general)), (0.15, _tool_example)]
+    base_batches = _batches(base_mix, tokenizer, random.Random(1), base_steps, 32)
+    losses = {"base": _train(model, list(model.parameters()), base_batches, 3e-3, base_steps)}
     model.config.name_or_path = BASE_NAME
     model.save_pretrained(base_dir, safe_serialization=True)
     model.generation_config.save_pretrained(base_dir)
 
-    for i, (name, task) in enumerate(TASKS.items()):
-        lora = LoraConfig(
-            r=8,
-            lora_alpha=16,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-            lora_dropout=0.0,
-            task_type="CAUSAL_LM",
-        )
-        peft_model = get_peft_model(model, lora)
-        trainable = [p for p in peft_model.parameters() if p.requires_grad]
-        batches = _batches([task], tokenizer, random.Random(10 + i), adapter_steps, 32)
-        losses[name] = _train(peft_model, trainable, batches, 5e-3)
+    makers = {name: ([(1.0, _task_example(task))], adapter_steps, 5e-3) for name, task in TASKS.items()}
+    makers[TOOLS_ADAPTER] = ([(1.0, _tool_example)], tool_steps, 5e-3)
+    shares = {}
+    for i, (name, (make, steps, lr)) in enumerate(makers.items()):
+        # A short LoRA run on a tiny model now and then lands on a plateau (an adapter that only
+        # echoes): each task adapter is checked on fresh prompts and trained again (another
+        # seed, a gentler rate) if it misses, so every generation serves adapters that work.
+        for attempt in range(3):
+            peft_model = get_peft_model(model, _lora())
+            trainable = [p for p in peft_model.parameters() if p.requires_grad]
+            batches = _batches(make, tokenizer, random.Random(10 + i + 100 * attempt), steps, 32)
+            losses[name] = _train(peft_model, trainable, batches, lr / (1 + attempt), steps)
+            if name not in TASKS or task_accuracy(peft_model, tokenizer, TASKS[name]) >= 0.8:
+                break
+            model = peft_model.unload()
+        if name == TOOLS_ADAPTER:
+            shares = tool_call_shares(peft_model, tokenizer, tool_requests("held_out", eval_requests, seed=1))
         adapter_dir = adapters_dir / name
         peft_model.save_pretrained(adapter_dir)
         # PEFT records the training-time path of the base; name the base as the fleet knows it.
@@ -195,8 +629,10 @@ def generate(out_dir: str | Path, *, base_steps: int = 400, adapter_steps: int =
 
     summary = {
         "base": str(base_dir),
-        "adapters": {name: str(adapters_dir / name) for name in TASKS},
+        "adapters": {name: str(adapters_dir / name) for name in makers},
         "final_loss": {k: round(v, 4) for k, v in losses.items()},
+        "tool_call_valid_share": round(shares["valid"], 4),
+        "tool_call_exact_share": round(shares["exact"], 4),
         "generator": generator_key(),
     }
     (out / "assets.json").write_text(json.dumps(summary, indent=2))

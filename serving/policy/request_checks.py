@@ -34,18 +34,10 @@ def _schema_error(schema) -> str | None:
 
 
 def tools_problem(body: dict) -> RequestProblem | None:
-    """Tools whose parameters are no JSON Schema, a tool_choice no offered tool answers, and a
-    response_format schema that is none."""
-    names = [((t or {}).get("function") or {}).get("name") for t in body.get("tools") or []]
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict) or choice == "required":
-        named = ((choice.get("function") or {}).get("name")) if isinstance(choice, dict) else None
-        if not names:
-            return RequestProblem("tool_choice", f"tool_choice {named or choice!r} needs tools: offer the tools "
-                                  "in 'tools', or leave tool_choice out")
-        if isinstance(choice, dict) and named not in names:
-            return RequestProblem("tool_choice", f"tool_choice names '{named}', which is not among the offered "
-                                  f"tools ({', '.join(str(n) for n in names)})")
+    """Tools whose parameters are no JSON Schema, and a response_format schema that is none.
+
+    (A tool_choice naming no offered tool, or given without tools, is refused by the request
+    model itself: vLLM's VLLMValidationError, which the router answers as a 400 naming it.)"""
     for i, tool in enumerate(body.get("tools") or []):
         function = (tool or {}).get("function") or {}
         if "parameters" in function and function["parameters"] is not None:

@@ -3,7 +3,8 @@
 The test fleet is the quickstart fleet plus routes that exercise splits and failures:
 - ``ab``: 50/50 between two adapters, for stickiness;
 - ``ghost``: a version that was never pushed; ``corrupt``: a version whose sha256 is wrong;
-- ``misfit``: an adapter trained on another base.
+- ``misfit``: an adapter trained on another base;
+and a second base, ``tiny-plain``: the same weights with no tool-call parser.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ BUCKET = "slmfleet-demo"
 def _test_fleet() -> dict:
     spec = yaml.safe_load(QUICKSTART.read_text())["spec"]
     spec = copy.deepcopy(spec)
+    # The same weights without a tool-call parser: what a request with tools gets from such a base.
+    plain = copy.deepcopy(spec["baseModels"][0])
+    plain["engine"].pop("toolCallParser")
+    plain["engine"].pop("toolStrictLevel")
+    spec["baseModels"].append({**plain, "name": "tiny-plain"})
     spec["adapters"] += [
         {"name": "ghost", "baseModel": "tiny-llama",
          "versions": [{"version": "v1", "source": f"s3://{BUCKET}/adapters/ghost/v1"}]},

@@ -19,7 +19,7 @@ def cli(*args, env=None):
 def test_validate_ok():
     out = cli("validate", "manifests/examples/quickstart.yaml")
     assert out.returncode == 0, out.stderr
-    assert "valid: 1 base model(s), 3 adapter(s) with 3 version(s), 4 route(s)" in out.stdout
+    assert "valid: 1 base model(s), 4 adapter(s) with 4 version(s), 5 route(s)" in out.stdout
 
 
 def test_validate_lists_every_problem_with_its_field(tmp_path):

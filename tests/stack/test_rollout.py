@@ -59,6 +59,8 @@ def with_canary(fleet, version: str):
             # The shout adapter answers in upper case: no lower-case letter may appear.
             {"prompt": "in: red fox\nout:", "maxTokens": 6, "regex": "^[^a-z]+$"},
             {"prompt": "in: blue moon star\nout:", "maxTokens": 6, "regex": "^[^a-z]+$"},
+            # A probe may be a chat, as an agent's request is (tools and responseFormat judged likewise).
+            {"messages": [{"role": "user", "content": "green river"}], "maxTokens": 6, "regex": "^[^a-z]+$"},
         ]}}}}
     return parse_fleet(spec)
 
@@ -129,7 +131,7 @@ def test_a_good_canary_is_promoted_through_every_step(fleet, prometheus, canarie
     assert status.phase == "Promoted", status
     assert [(h.phase, h.weight) for h in status.history] == [
         ("Progressing", 10), ("Progressing", 50), ("Progressing", 100), ("Promoted", 100)]
-    assert status.analysis.probes_passed == status.analysis.probes_total == 2
+    assert status.analysis.probes_passed == status.analysis.probes_total == 3
     assert all(v["failures"] == 0 for v in served.values()), served
     assert served["shout@v2"]["requests"] > 0 and served["shout@v1"]["requests"] > 0
 

@@ -111,7 +111,8 @@ def test_openai_client(fleet):
 def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json() == {"ready": True, "baseModels": {"tiny-llama": "ok"}}
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "baseModels": {"tiny-llama": "ok", "tiny-plain": "ok"}}
 
 
 def test_concurrent_first_requests_to_a_new_version_all_succeed(fleet):

@@ -195,17 +195,6 @@ def test_parser_names_are_vllms():
     assert set(REASONING_PARSERS) == set(ReasoningParserManager.list_registered())
 
 
-@pytest.mark.parametrize("body,param,words", [
-    ({"tool_choice": "required"}, "tool_choice", "needs tools"),
-    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "launch"}}}, "tool_choice",
-     "'launch', which is not among the offered tools (get_weather)"),
-    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, None, None),
-])
-def test_tool_choice_must_name_an_offered_tool(body, param, words):
-    problem = tools_problem(body)
-    assert (problem is None) if param is None else (problem.param == param and words in problem.message), problem
-
-
 @pytest.mark.parametrize("message,body,param", [
     ("Grammar error: regex parse error: look-around is not supported", {"response_format": {"type": "json_schema"}},
      "response_format"),

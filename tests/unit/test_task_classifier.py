@@ -99,7 +99,8 @@ def test_what_is_classified():
                                      {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]}) == "a"
     # A tool loop's second request (the call and its result appended) is classified as its first was.
     turn = [{"role": "user", "content": "weather city paris"}]
-    loop = turn + [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function":
-                   {"name": "get_weather", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": "c1", "content": "sun"}]
+    called = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    loop = turn + [{"role": "assistant", "content": None, "tool_calls": [called]},
+                   {"role": "tool", "tool_call_id": "c1", "content": "sun"}]
     assert prompt_text({"messages": loop}) == prompt_text({"messages": turn})
     assert prompt_text({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}) == "x"
