@@ -297,7 +297,8 @@ def agents(stack, *, handled: int = 64, unhandled: int = 24, concurrency: int = 
     return {
         "requests": len(asks), "failed_requests": len(asks) - len(ok),
         "handled_requests": handled, "unhandled_requests": unhandled,
-        "first_tier": "tools@v1 (toolCall check)", "last_tier": "base tiny-llama over HTTP (model base, hermes parser)",
+        "first_tier": "tools@v1 (toolCall check)",
+        "last_tier": "base tiny-llama over HTTP (model base; hermes parser, toolStrictLevel parameter)",
         "first_tier_share": round(len(first) / len(ok), 3) if ok else None,
         "first_tier_correct_share": round(sum(_is_expected_call(c["payload"], a["expected"]) for a, c in first)
                                           / len(ok), 3) if ok else None,

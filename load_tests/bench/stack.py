@@ -36,7 +36,8 @@ def bench_fleet(replicas: int = 1, max_loras: int = MAX_LORAS, resident: int = 8
         "baseModels": [{
             "name": BASE, "source": f"s3://{BUCKET}/models/{BASE}",
             "engine": {"maxLoras": max_loras, "maxCpuLoras": resident, "maxLoraRank": 8, "maxModelLen": 256,
-                       "dtype": "float32", "enforceEager": True, "toolCallParser": "hermes"},
+                       "dtype": "float32", "enforceEager": True, "toolCallParser": "hermes",
+                       "toolStrictLevel": "parameter"},
             "resources": {"cpu": 1},
             "autoscaling": {"minReplicas": replicas, "maxReplicas": replicas},
         }],

@@ -73,9 +73,10 @@ def ask_every_route(spec: FleetSpec, base_url: str) -> list[tuple[str, str, str,
             raw = client.chat.completions.with_raw_response.create(
                 model=route.name, messages=[{"role": "user", "content": prompt}], max_tokens=24, temperature=0)
             answer = raw.parse().choices[0].message.content.strip()
-            adapter = raw.headers.get(h.ADAPTER)
-            served = version_label(adapter, raw.headers.get(h.VERSION)) if adapter else \
-                f"base {raw.headers.get(h.BASE_MODEL)}"
+            adapter, tier = raw.headers.get(h.ADAPTER), raw.headers.get(h.TIER_NAME)
+            served = (f"tier {raw.headers.get(h.TIER)} {tier}" if tier else  # a cascade route
+                      version_label(adapter, raw.headers.get(h.VERSION)) if adapter else
+                      f"base {raw.headers.get(h.BASE_MODEL)}")
             rows.append((route.name, served, prompt, answer))
     return rows
 

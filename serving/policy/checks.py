@@ -27,7 +27,7 @@ def format_problem(text: str, *, regex: str | None = None, json_schema: dict | N
     return None
 
 
-def schema_problem(value, schema: dict, *, what: str) -> str | None:
+def schema_problem(value, schema: dict, *, what: str, verb: str = "does") -> str | None:
     """Why ``value`` does not validate against JSON Schema ``schema`` (``what`` names it), or None."""
     import jsonschema
 
@@ -35,7 +35,7 @@ def schema_problem(value, schema: dict, *, what: str) -> str | None:
     if error is None:
         return None
     where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    return f"{what} does not match the schema{' at ' + where.lstrip('.') if where else ''}: {error.message}"
+    return f"{what} {verb} not match the schema{' at ' + where.lstrip('.') if where else ''}: {error.message}"
 
 
 def offered_tools(request: dict) -> dict[str, dict]:
@@ -95,7 +95,7 @@ def tool_call_problem(message: dict, request: dict) -> str | None:
             arguments = json.loads(raw) if isinstance(raw, str) else raw
         except ValueError as err:
             return f"tool call {i} ({name}): arguments {short(str(raw))!r} are not JSON: {err}"
-        problem = schema_problem(arguments, tools[name], what=f"tool call {i} ({name}): arguments")
+        problem = schema_problem(arguments, tools[name], what=f"tool call {i} ({name}): the arguments", verb="do")
         if problem:
             return problem
     return None

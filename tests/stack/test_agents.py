@@ -258,7 +258,8 @@ def test_a_call_that_breaks_the_schema_escalates(agent_fleet, openai_client, cas
     escalated = ask_tools(openai_client, route="c-specialist", tools=tools, **extra)
     assert escalated.headers["x-slmfleet-tier"] == "2", escalated.parse()
     reasons = escalated.headers["x-slmfleet-escalations"]
-    assert reasons.startswith("tier 1 (tools@v1): tool call 0 (get_weather): arguments") and words in reasons, reasons
+    assert reasons.startswith("tier 1 (tools@v1): tool call 0 (get_weather): the arguments do not match the schema")
+    assert words in reasons, reasons
 
 
 def test_a_response_format_failure_escalates(agent_fleet, client):
