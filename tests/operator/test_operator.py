@@ -44,7 +44,7 @@ async def test_create_renders_an_owned_rayservice_and_reports_status(operator, a
     assert rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == \
         "registry.test/slm-fleet/serving:test"
     status = fleet["status"]
-    assert status["observedGeneration"] == 1 and status["routeCount"] == 4 and status["adapterCount"] == 3
+    assert status["observedGeneration"] == 1 and status["routeCount"] == 5 and status["adapterCount"] == 4
     assert status["lastChange"] == "Created"
     assert status["routes"][0] == {"name": "shout", "targets": [
         {"baseModel": "tiny-llama", "adapter": "shout", "version": "v1", "weight": 100}]}
@@ -99,7 +99,7 @@ async def test_adapter_only_change_updates_serve_config_in_place(operator, api, 
     assert serve["args"] == yaml.safe_load(before["spec"]["serveConfigV2"])["applications"][0]["args"]
     assert "tiny-llama:shout@v2" in serve["deployments"][1]["user_config"]["adapters"]
     assert fleet["status"]["lastChange"] == "ServeConfigUpdated"
-    assert fleet["status"]["adapterCount"] == 4
+    assert fleet["status"]["adapterCount"] == 5
     assert fleet["status"]["routes"][0]["targets"][1] == {
         "baseModel": "tiny-llama", "adapter": "shout", "version": "v2", "weight": 10}
 
@@ -168,7 +168,7 @@ async def test_changes_made_while_the_operator_is_down_are_applied_on_resume(ope
     await patch_spec(api, spec)
     operator.start()
     fleet = await eventually_async(lambda: reconciled(api, generation=2))
-    assert fleet["status"]["routeCount"] == 5
+    assert fleet["status"]["routeCount"] == 6
     serve = yaml.safe_load((await get(api, f"{RAYSERVICES}/quickstart"))["spec"]["serveConfigV2"])
     routes = serve["applications"][0]["deployments"][0]["user_config"]["fleet"]["routes"]
     assert [r["name"] for r in routes][-1] == "loud"

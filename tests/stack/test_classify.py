@@ -65,6 +65,6 @@ def test_a_cascade_tier_can_be_a_classify_route(classify_fleet, client):
     assert r.status_code == 200, r.text
     assert (r.headers["x-slmfleet-tier"], r.headers["x-slmfleet-tier-name"]) == ("1", "route assist"), \
         r.headers.get("x-slmfleet-escalations")
-    r = client.post("/v1/completions", json={"model": "c-assist", "prompt": "hello\nin: red fox\nout:",
-                                              "max_tokens": 6, "temperature": 0})  # the base model echoes: lower case
+    r = client.post("/v1/completions", json={"model": "c-assist", "prompt": "in: hi red fox\nout:",
+                                              "max_tokens": 6, "temperature": 0})  # the base model answers: lower case
     assert r.headers["x-slmfleet-tier"] == "2" and "does not match" in r.headers["x-slmfleet-escalations"]
