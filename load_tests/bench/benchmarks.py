@@ -149,12 +149,11 @@ def cascade(stack, *, requests: int = 48, off_task_share: float = 0.3, concurren
     accepts; the off-task share makes it answer something else, which escalates. The last tier is
     this fleet's own API over HTTP (model ``base``), as an external large model would be reached.
     """
-    import asyncio
     import copy
 
     import httpx
 
-    from load_tests.bench.measure import percentile
+    from load_tests.bench.measure import percentile, side_by_side
     from serving.local.demo_assets import WORDS
 
     spec = copy.deepcopy(stack.spec_data)
@@ -174,17 +173,8 @@ def cascade(stack, *, requests: int = 48, off_task_share: float = 0.3, concurren
             "model": model, "prompt": prompt, "max_tokens": 24, "temperature": 0})
         return r.status_code, int(r.headers.get("x-slmfleet-tier", 0)), time.perf_counter() - started
 
-    async def run():
-        gate = asyncio.Semaphore(concurrency)
-        async with httpx.AsyncClient(timeout=300) as client:
-            async def pair(prompt):  # the same prompt both ways, one after the other
-                async with gate:
-                    return await one(client, "cascade", prompt), await one(client, "base", prompt)
-            await pair(prompts[0])  # warm both paths
-            return await asyncio.gather(*(pair(p) for p in prompts))
-
     try:
-        pairs = asyncio.run(run())
+        pairs = side_by_side(prompts, one, ("cascade", "base"), concurrency=concurrency)
     finally:
         stats = httpx.get(f"{stack.url}/v1/fleet/routes/cascade/stats", timeout=10).json()
         stack.redeploy(stack.spec_data)
@@ -233,12 +223,6 @@ def _returned_call_problems(payload: dict, request: dict) -> list[str]:
     return problems
 
 
-def _is_expected_call(payload: dict, expected: dict | None) -> bool:
-    calls = payload["choices"][0]["message"].get("tool_calls") or []
-    return expected is not None and len(calls) == 1 and calls[0]["function"]["name"] == expected["name"] and \
-        json.loads(calls[0]["function"]["arguments"]) == expected["arguments"]
-
-
 def agents(stack, *, handled: int = 64, unhandled: int = 24, concurrency: int = 4) -> dict:
     """A tool-calling cascade on a mixed set of labelled tool-call requests, against the last tier alone.
 
@@ -248,13 +232,12 @@ def agents(stack, *, handled: int = 64, unhandled: int = 24, concurrency: int = 
     values the specialist never saw; each labelled with the expected call) and requests it is not
     meant to handle (no offered tool is named). Each request goes both ways, one after the other.
     """
-    import asyncio
     import copy
 
     import httpx
 
-    from load_tests.bench.measure import percentile
-    from serving.local.demo_assets import tool_requests, unhandled_tool_requests
+    from load_tests.bench.measure import percentile, side_by_side
+    from serving.local.demo_assets import is_expected_call, tool_requests, unhandled_tool_requests
 
     last_tier = {"endpoint": {"url": f"{stack.url}/v1", "model": "base"}, "costPer1kTokens": 1.0, "timeout": "120s"}
     spec = copy.deepcopy(stack.spec_data)
@@ -272,17 +255,8 @@ def agents(stack, *, handled: int = 64, unhandled: int = 24, concurrency: int = 
         return {"status": r.status_code, "tier": int(r.headers.get("x-slmfleet-tier", 0)), "seconds": elapsed,
                 "payload": r.json() if r.status_code == 200 else None}
 
-    async def run():
-        gate = asyncio.Semaphore(concurrency)
-        async with httpx.AsyncClient(timeout=300) as client:
-            async def pair(ask):
-                async with gate:
-                    return await one(client, "agents", ask), await one(client, "base", ask)
-            await pair(asks[0])  # warm both paths
-            return await asyncio.gather(*(pair(a) for a in asks))
-
     try:
-        pairs = asyncio.run(run())
+        pairs = side_by_side(asks, one, ("agents", "base"), concurrency=concurrency)
     finally:
         stats = httpx.get(f"{stack.url}/v1/fleet/routes/agents/stats", timeout=10).json()
         stack.redeploy(stack.spec_data)
@@ -294,20 +268,24 @@ def agents(stack, *, handled: int = 64, unhandled: int = 24, concurrency: int = 
     def ms(values, q):
         return round(percentile(values, q) * 1000, 1) if values else None
 
+    def right(answer, ask) -> bool:  # the expected tool with the expected arguments
+        return is_expected_call(answer["payload"]["choices"][0]["message"], ask["expected"])
+
+    def share(count):
+        return round(count / len(ok), 3) if ok else None
+
     return {
         "requests": len(asks), "failed_requests": len(asks) - len(ok),
         "handled_requests": handled, "unhandled_requests": unhandled,
         "first_tier": "tools@v1 (toolCall check)",
         "last_tier": "base tiny-llama over HTTP (model base; hermes parser, toolStrictLevel parameter)",
         "first_tier_share": round(len(first) / len(ok), 3) if ok else None,
-        "first_tier_correct_share": round(sum(_is_expected_call(c["payload"], a["expected"]) for a, c in first)
-                                          / len(ok), 3) if ok else None,
+        "first_tier_correct_share": share(sum(right(c, a) for a, c in first)),
         "handled_answered_by_first_tier_share": round(
             sum(1 for a, c in first if a["expected"] is not None) / handled, 3),
         "unhandled_escalated_share": round(
             sum(1 for a, c, _ in ok if a["expected"] is None and c["tier"] == 2) / unhandled, 3) if unhandled else None,
-        "last_tier_only_correct_share": round(sum(_is_expected_call(b["payload"], a["expected"]) for a, _, b in ok)
-                                              / len(ok), 3) if ok else None,
+        "last_tier_only_correct_share": share(sum(right(b, a) for a, _, b in ok)),
         "invalid_tool_calls_returned": len(invalid),
         "invalid_tool_calls_examples": invalid[:5],
         "escalated_requests": len(escalated),

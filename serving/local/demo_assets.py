@@ -362,33 +362,39 @@ def render_prompt(messages: list[dict], tools: list[dict] | None = None) -> str:
 _CALL = re.compile(re.escape(TOOL_CALL_START) + r"(.*?)" + re.escape(TOOL_CALL_END), re.DOTALL)
 
 
+def is_expected_call(message: dict, expected: dict | None) -> bool:
+    """Whether a chat answer ``message`` is exactly one call, the ``expected`` one (name and arguments)."""
+    calls = message.get("tool_calls") or []
+    if expected is None or len(calls) != 1:
+        return False
+    function = calls[0].get("function") or {}
+    try:
+        arguments = json.loads(function.get("arguments") or "null")
+    except ValueError:
+        return False
+    return {"name": function.get("name"), "arguments": arguments} == expected
+
+
 def score_tool_call(output: str, request: dict) -> dict:
-    """Judge a model's answer to a :func:`tool_requests` request.
+    """Judge a model's raw answer to a :func:`tool_requests` request, as the engine's parser and the
+    fleet's ``toolCall`` check would.
 
-    ``valid``: the answer is exactly one hermes tool call whose JSON names an offered tool and
-    whose arguments validate against that tool's JSON Schema. ``exact``: also the expected name
-    and arguments.
+    ``valid``: the answer is exactly one hermes tool call that passes the toolCall check (names an
+    offered tool, arguments valid against its JSON Schema). ``exact``: also the expected call.
     """
-    import jsonschema
+    from serving.policy.checks import tool_call_problem
 
-    text = output.replace(EOS, "").strip()
-    m = _CALL.fullmatch(text)
-    verdict = {"valid": False, "exact": False}
+    m = _CALL.fullmatch(output.replace(EOS, "").strip())
     try:
         call = json.loads(m.group(1)) if m else None
     except ValueError:
         call = None
     if not isinstance(call, dict) or set(call) != {"name", "arguments"} or not isinstance(call["arguments"], dict):
-        return verdict
-    tools = {t["function"]["name"]: t["function"] for t in request["tools"]}
-    if call["name"] not in tools:
-        return verdict
-    try:
-        jsonschema.validate(call["arguments"], tools[call["name"]].get("parameters") or {"type": "object"})
-    except jsonschema.ValidationError:
-        return verdict
-    expected = request.get("expected") or {}
-    return {"valid": True, "exact": call == {"name": expected.get("name"), "arguments": expected.get("arguments")}}
+        return {"valid": False, "exact": False}
+    message = {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}]}
+    valid = tool_call_problem(message, request) is None
+    return {"valid": valid, "exact": valid and is_expected_call(message, request.get("expected"))}
 
 
 # --- training data ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from serving.local.demo_assets import DEMO_REQUEST, DEMO_TOOLS, run_demo_tool, tool_requests
+from serving.local.demo_assets import DEMO_REQUEST, DEMO_TOOLS, is_expected_call, run_demo_tool, tool_requests
 from serving.policy.checks import tool_call_problem
 from tests.stack.test_telemetry import moved, ray, scrape
 
@@ -119,9 +119,7 @@ def test_the_specialist_calls_tools_it_never_saw(agent_fleet, openai_client):
         message = answer.choices[0].message.model_dump(exclude_none=True)
         problem = tool_call_problem(message, ask)
         valid += problem is None
-        calls = message.get("tool_calls") or []
-        exact += len(calls) == 1 and calls[0]["function"]["name"] == ask["expected"]["name"] and \
-            json.loads(calls[0]["function"]["arguments"]) == ask["expected"]["arguments"]
+        exact += is_expected_call(message, ask["expected"])
         if problem:
             problems.append(problem)
     print(f"held-out tool calls: {valid}/{len(asks)} valid, {exact}/{len(asks)} exact; problems: {problems[:5]}")
