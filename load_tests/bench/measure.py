@@ -96,3 +96,21 @@ def summary(samples: list[Sample], wall: float) -> dict:
         "requests_per_second": round(len(ok) / wall, 3),
         "tokens_per_second": round(sum(s.output_tokens for s in ok) / wall, 2),
     }
+
+
+def side_by_side(items: list, ask, models: tuple[str, str], *, concurrency: int) -> list[tuple]:
+    """``(ask(client, models[0], item), ask(client, models[1], item))`` for every item: the two one after
+    the other, so both see the same machine at the same moment; both paths are warmed first.
+
+    ``ask`` is a coroutine ``(httpx.AsyncClient, model, item) -> result``.
+    """
+    async def run():
+        gate = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=300) as client:
+            async def pair(item):
+                async with gate:
+                    return await ask(client, models[0], item), await ask(client, models[1], item)
+            await pair(items[0])
+            return await asyncio.gather(*(pair(i) for i in items))
+
+    return asyncio.run(run())
