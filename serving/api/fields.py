@@ -49,12 +49,23 @@ def check_regex_and_schema(regex: str | None, schema: dict | None) -> None:
         except re.error as err:
             raise ValueError(f"regex {regex!r} does not compile: {err}") from None
     if schema is not None:
-        import jsonschema
+        error = schema_error(schema)
+        if error:
+            raise ValueError(f"jsonSchema {error}")
 
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-        except jsonschema.SchemaError as err:
-            raise ValueError(f"jsonSchema is not a valid JSON Schema: {err.message}") from None
+
+def schema_error(schema) -> str | None:
+    """What makes ``schema`` no JSON Schema ("is not a valid JSON Schema at <path>: ..."), or None."""
+    import jsonschema
+
+    if not isinstance(schema, dict):
+        return f"must be a JSON Schema object, not {type(schema).__name__}"
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as err:
+        where = "/".join(str(p) for p in err.absolute_path)
+        return f"is not a valid JSON Schema{' at ' + where if where else ''}: {err.message}"
+    return None
 
 
 

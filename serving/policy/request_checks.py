@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from serving.api.fields import schema_error
 from serving.api.fleet import EngineSettings
 
 
@@ -20,19 +21,6 @@ class RequestProblem:
     message: str
 
 
-def _schema_error(schema) -> str | None:
-    import jsonschema
-
-    if not isinstance(schema, dict):
-        return f"must be a JSON Schema object, not {type(schema).__name__}"
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as err:
-        where = "/".join(str(p) for p in err.absolute_path)
-        return f"is not a valid JSON Schema{' at ' + where if where else ''}: {err.message}"
-    return None
-
-
 def tools_problem(body: dict) -> RequestProblem | None:
     """Tools whose parameters are no JSON Schema, and a response_format schema that is none.
 
@@ -41,7 +29,7 @@ def tools_problem(body: dict) -> RequestProblem | None:
     for i, tool in enumerate(body.get("tools") or []):
         function = (tool or {}).get("function") or {}
         if "parameters" in function and function["parameters"] is not None:
-            error = _schema_error(function["parameters"])
+            error = schema_error(function["parameters"])
             if error:
                 return RequestProblem(f"tools[{i}].function.parameters",
                                       f"the parameters of tool '{function.get('name')}' {error}; fix the schema "
@@ -52,7 +40,7 @@ def tools_problem(body: dict) -> RequestProblem | None:
         if schema is None:
             return RequestProblem("response_format.json_schema.schema",
                                   "response_format json_schema needs json_schema.schema (the JSON Schema to answer in)")
-        error = _schema_error(schema)
+        error = schema_error(schema)
         if error:
             return RequestProblem("response_format.json_schema.schema", f"the response_format schema {error}")
     return None
