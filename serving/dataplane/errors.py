@@ -23,14 +23,19 @@ def openai_param(loc) -> str:
     return path.lstrip(".")
 
 
-async def validation_error(request, exc) -> JSONResponse:
-    """A request body that does not parse (FastAPI's RequestValidationError), named by its parameter."""
-    errors = exc.errors() or [{"msg": "invalid request", "loc": ()}]
+def invalid_request(errors: list[dict], *, context: str = "") -> JSONResponse:
+    """The 400 for pydantic ``errors`` of a request body, its first named by OpenAI parameter path."""
+    errors = errors or [{"msg": "invalid request", "loc": ()}]
     first = errors[0]
     param = openai_param(first.get("loc", ()))
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return error_response(400, f"invalid request: {param or 'body'}: {first.get('msg')}{more}",
+    return error_response(400, f"invalid request: {param or 'body'}: {first.get('msg')}{more}{context}",
                           type="invalid_request_error", param=param or None, code="invalid_parameter")
+
+
+async def validation_error(request, exc) -> JSONResponse:
+    """A request body that does not parse (FastAPI's RequestValidationError), named by its parameter."""
+    return invalid_request(exc.errors())
 
 
 async def client_error(request, exc) -> JSONResponse:

@@ -25,7 +25,7 @@ from serving.api.problems import FleetSpecError
 from serving.api.routes import TargetRef
 from serving.dataplane.cascade_runner import CascadeRunner
 from serving.dataplane.dispatch import DispatchFailed, dispatch
-from serving.dataplane.errors import client_error, error_response, root_cause
+from serving.dataplane.errors import client_error, error_response, invalid_request, root_cause
 from serving.dataplane.mcp_tools import FleetMCP
 from serving.dataplane.ray_serve_llm import IngressBase, ModelCard, OpenAIHTTPException
 from serving.dataplane.responses_api import ResponsesInputError, StreamTranslator, chat_request, response_from_chat
@@ -127,10 +127,7 @@ class FleetRouter(IngressBase):
         except VLLMValidationError as err:
             return await client_error(request, err)
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            return error_response(400, f"invalid request: {first.get('msg')} (at {where} of the chat request the "
-                                  "Responses input maps to)", type="invalid_request_error")
+            return invalid_request(err.errors(), context=" (in the chat request the Responses input maps to)")
         answer = await self.chat(chat_body, request)
         if answer.status_code != 200:
             return answer  # an OpenAI error body: the Responses API's errors have the same shape
