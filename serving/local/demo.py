@@ -30,7 +30,7 @@ def ensure_assets(assets: str | Path) -> dict:
         summary = json.loads(summary_file.read_text())
         if summary.get("generator") == generator_key():
             return summary
-    print(f"generating a tiny base model and adapters in {assets} (about a minute, once)...", flush=True)
+    print(f"generating a tiny base model and adapters in {assets} (about six minutes on 2 cores, once)...", flush=True)
     return generate(assets)
 
 

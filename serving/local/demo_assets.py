@@ -35,12 +35,20 @@ Tool schemas are generated from word lists (verb_noun names, 1-3 parameters of t
 integer, boolean or enum). The word lists are split: the ``held_out`` tools, parameters and
 values never appear in the tool adapter's training, nor in the base's tool-shaped training; the
 base only learns to echo those words in plain text, the way a pretrained model knows words
-without knowing anyone's tool schema. :func:`tool_requests` gives requests of either split.
+without knowing anyone's tool schema. The training split is mostly made-up words (over a thousand,
+each seen a few times), so the specialist learns to copy names and values rather than recall
+them. :func:`tool_requests` gives requests of either split.
 
-A model this small copies spans unreliably; the fleet serves it with the engine holding calls to
-the offered schemas while decoding (``toolStrictLevel: parameter``), so what the adapter adds is
-when to call, which tool and which values. ``assets.json`` records its held-out shares without
-that help (``tool_call_valid_share``, ``tool_call_exact_share``: plain greedy decoding).
+Copying is what makes a specialist work on tools it never saw, and a model this small only learns
+it with help: tied input and output embeddings, and a first phase that trains nothing but echoing
+random token spans (:func:`_copy_example`), before any task.
+
+The fleet serves the specialist with the engine holding calls to the offered schemas while
+decoding (``toolStrictLevel: parameter``): the tool name is one of the offered ones, and the
+arguments follow their schemas. ``assets.json`` records the held-out shares of valid and exact
+calls both ways: ``served_tool_call_*`` under that grammar (the one vLLM builds, see
+:func:`served_tool_call_shares`) and ``tool_call_*`` with plain greedy decoding, where the tiny
+model's misspelt tool names make almost every call invalid.
 """
 
 from __future__ import annotations
@@ -60,6 +68,8 @@ WORDS = (
 ).split()
 EOS = "</s>"
 TOOL_CALL_START, TOOL_CALL_END = "<tool_call>", "</tool_call>"
+SPECIAL_TOKENS = ["<s>", EOS, "<pad>", TOOL_CALL_START, TOOL_CALL_END]  # token ids 0-4
+N_SPECIAL = len(SPECIAL_TOKENS)
 
 # The chat template. A single user message renders exactly ``in: {content}\nout:``. Offered tools
 # come first, on one line (``tools: name(param:type,...);...``, an enum's values stand for its
@@ -170,6 +180,27 @@ VALUES = _split(
     "silver gold copper iron glass paper cotton wool silk velvet marble amber coral ivory "
     "jade ruby pearl topaz north south east west spring summer autumn winter morning evening "
     "berlin vienna paris london km mi kg lb", 14)
+_REAL_WORDS = sorted({w for lists in (VERBS, NOUNS, PARAMS, VALUES) for split in lists.values() for w in split})
+
+
+def _made_up_words(n: int) -> list[str]:
+    """``n`` made-up words of 1-3 consonant-vowel syllables ("kotu", "zibame"), none a real word of the
+    lists above. The training split's tools are mostly made of them: with a few dozen real words the
+    specialist would learn to recall those; with thousands of words it sees once or twice it has to
+    copy what the request gives it, which is what a tool it never saw needs."""
+    rng, out = random.Random("made-up words"), set()
+    while len(out) < n:
+        w = "".join(rng.choice("bcdfghjklmnprstvwz") + rng.choice("aeiou") for _ in range(rng.randint(1, 3)))
+        if w not in _REAL_WORDS:
+            out.add(w)
+    return sorted(out)
+
+
+_MADE_UP = _made_up_words(1200)
+VERBS["train"] += _MADE_UP[:150]
+NOUNS["train"] += _MADE_UP[150:300]
+PARAMS["train"] += _MADE_UP[300:600]
+VALUES["train"] += _MADE_UP[600:]
 TYPES = ("string", "string", "integer", "integer", "boolean", "enum")
 
 # A documented toy tool set for the demo. ``run_demo_tool`` runs them locally.
@@ -400,9 +431,34 @@ def score_tool_call(output: str, request: dict) -> dict:
 # --- training data ---------------------------------------------------------------------------
 
 def _general_words() -> list[str]:
-    """Every word of the tool language, both splits: what the base knows as plain words."""
-    return sorted({w for lists in (VERBS, NOUNS, PARAMS, VALUES) for split in lists.values() for w in split}
-                  | {"true", "false", "c", "in", "for", "sunny", "point", "days", "cannot", "convert"})
+    """Every real word of the tool language, both splits: what the base knows as plain words."""
+    return sorted(set(_REAL_WORDS) | {"true", "false", "c", "in", "for", "sunny", "point", "days", "cannot", "convert"})
+
+
+def copyable_ids(tokenizer) -> list[int]:
+    """The tokens :func:`_copy_example` draws from: every token but the special ones, whitespace
+    other than a single space, and pieces of a multi-byte character. A token the base never emits
+    keeps a low score; one it learned to echo at random is what it falls back on when it is unsure,
+    and under a grammar that allows whitespace (a JSON schema's) it would pad with it forever."""
+    ids = []
+    for i in range(N_SPECIAL, len(tokenizer)):
+        text = tokenizer.decode([i])
+        if text.strip(" ") and text.isprintable() and "\ufffd" not in text:
+            ids.append(i)
+    return ids
+
+
+def _copy_example(rng: random.Random, tokenizer, ids: list[int]) -> tuple[str, str]:
+    """A span of 2-16 random tokens (of ``ids``, :func:`copyable_ids`), echoed, after 0-6 random
+    tokens that the prompt already gives. A pretrained model's most general skill is to repeat what
+    is in its context (induction heads); this tiny base learns it here first, before any task, and
+    keeps it while it learns the rest. The given tokens vary where the copy starts, so that what it
+    learns is to continue the span it is copying (which works after any prefix: a JSON key, a tool
+    call's name) rather than to look back a fixed distance. The specialist's calls copy names and
+    values from the request with it."""
+    text = tokenizer.decode([rng.choice(ids) for _ in range(rng.randint(2, 16))])
+    given = tokenizer.decode([rng.choice(ids) for _ in range(rng.randint(0, 6))])
+    return f"in: {text}\nout:{given}", f" {text}{EOS}"
 
 
 def _echo_example(rng: random.Random) -> tuple[str, str]:
@@ -454,7 +510,7 @@ def _train_tokenizer(out: Path):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=1024,
-        special_tokens=["<s>", EOS, "<pad>", TOOL_CALL_START, TOOL_CALL_END],
+        special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(corpus, trainer)
@@ -538,6 +594,56 @@ def tool_call_shares(model, tokenizer, requests: list[dict]) -> dict:
             "exact": sum(s["exact"] for s in scores) / len(scores)}
 
 
+def served_tool_call_shares(model, tokenizer, requests: list[dict], max_new_tokens: int = 48) -> dict:
+    """:func:`tool_call_shares` as the fleet serves the specialist: each call decoded under the grammar
+    vLLM builds for its ``hermes`` parser at ``toolStrictLevel: parameter`` (the same structural tag,
+    compiled by the same xgrammar), greedy, ``tool_choice: auto``. ``valid`` counts what the parser
+    would return as calls that pass the ``toolCall`` check (text after the call is not part of it)."""
+    import torch
+    import xgrammar
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionToolsParam
+    from vllm.tool_parsers.structural_tag_registry import get_model_structural_tag
+    from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
+    from xgrammar.contrib.hf import LogitsProcessor
+
+    from serving.policy.checks import tool_call_problem
+
+    compiler = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo.from_huggingface(
+        tokenizer, vocab_size=model.config.vocab_size))
+    valid = exact = 0
+    for request in requests:
+        tag = get_model_structural_tag(
+            "hermes", [ChatCompletionToolsParam.model_validate(t) for t in request["tools"]], "auto",
+            reasoning=False, strict_level=ToolStrictLevel.PARAMETER)
+        grammar = compiler.compile_structural_tag(json.dumps(tag.model_dump()))
+        enc = tokenizer([render_prompt(request["messages"], request["tools"])], return_tensors="pt")
+        with torch.no_grad():
+            row = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 logits_processor=[LogitsProcessor(grammar)],
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)[0]
+        output = tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=False).split(EOS)[0]
+        calls = []
+        for closed, unclosed in _PARSED_CALL.findall(output):
+            body = closed or unclosed
+            try:
+                call = json.loads(body)
+                calls.append({"type": "function", "function": {
+                    "name": call["name"], "arguments": json.dumps(call["arguments"])}})
+            except (ValueError, KeyError, TypeError):
+                calls.append({"type": "function", "function": {"name": "", "arguments": body}})
+        message = {"role": "assistant", "content": None, "tool_calls": calls}
+        ok = bool(calls) and tool_call_problem(message, request) is None
+        valid += ok
+        exact += ok and is_expected_call(message, request.get("expected"))
+    return {"valid": valid / len(requests), "exact": exact / len(requests)}
+
+
+# What vLLM's hermes parser reads as calls (its tool_call_regex): each <tool_call> body up to its end
+# tag, or to the output's end.
+_PARSED_CALL = re.compile(re.escape(TOOL_CALL_START) + "(.*?)" + re.escape(TOOL_CALL_END) + "|"
+                          + re.escape(TOOL_CALL_START) + "(.*)", re.DOTALL)
+
+
 def generator_key() -> str:
     """What the assets depend on: this module's source and the versions of the libraries that train.
 
@@ -564,12 +670,13 @@ def _lora():
     )
 
 
-def generate(out_dir: str | Path, *, base_steps: int = 500, adapter_steps: int = 250, tool_steps: int = 400,
-             eval_requests: int = 200) -> dict:
+def generate(out_dir: str | Path, *, copy_steps: int = 1000, base_steps: int = 800, adapter_steps: int = 250,
+             tool_steps: int = 800, eval_requests: int = 200, served_eval_requests: int = 60) -> dict:
     """Write ``base/`` (a tiny Llama) and ``adapters/<task>/`` (PEFT LoRA) under ``out_dir``.
 
     Returns a summary (paths, final training losses, the tool adapter's held-out shares of valid
-    and exact calls, the generator key). Deterministic for given step counts and library versions.
+    and exact calls, plain and as served, the generator key). Deterministic for given step counts
+    and library versions.
     """
     import torch
     from peft import get_peft_model
@@ -592,24 +699,33 @@ def generate(out_dir: str | Path, *, base_steps: int = 500, adapter_steps: int =
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+        # Tied: copying a token is then the identity from input to output embedding, which a 2-layer
+        # model finds in a few hundred steps; untied, it has to learn that map for every token and
+        # in these few minutes copies none it was not drilled on.
+        tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
-    # The base sees every task's prompts but always answers with the echo: it knows the format,
-    # and the adapters each add one twist on top. It also learns plain words of the tool language
-    # and, like base models trained with some function-calling data, a little tool calling on the
-    # training split; the ``tools`` adapter is the specialist.
+    # First the copy skill (_copy_example), then the base sees every task's prompts but always
+    # answers with the echo: it knows the format, and the adapters each add one twist on top. It
+    # also learns plain words of the tool language and, like base models trained with some
+    # function-calling data, a little tool calling on the training split; the ``tools`` adapter is
+    # the specialist. Copying stays in the mix so that the rest does not wear it away.
     general = _general_words()
-    base_mix = [(0.7, _echo_example), (0.15, lambda r: _words_example(r, general)), (0.15, _tool_example)]
+    ids = copyable_ids(tokenizer)
+    copy = (1.0, lambda r: _copy_example(r, tokenizer, ids))
+    losses = {"copy": _train(model, list(model.parameters()),
+                             _batches([copy], tokenizer, random.Random(2), copy_steps, 32), 3e-3, copy_steps)}
+    base_mix = [(0.4, _echo_example), (0.15, lambda r: _words_example(r, general)), (0.15, _tool_example),
+                (0.3, copy[1])]
     base_batches = _batches(base_mix, tokenizer, random.Random(1), base_steps, 32)
-    losses = {"base": _train(model, list(model.parameters()), base_batches, 3e-3, base_steps)}
+    losses["base"] = _train(model, list(model.parameters()), base_batches, 2e-3, base_steps)
     model.config.name_or_path = BASE_NAME
     model.save_pretrained(base_dir, safe_serialization=True)
     model.generation_config.save_pretrained(base_dir)
 
     makers = {name: ([(1.0, _task_example(task))], adapter_steps, 5e-3) for name, task in TASKS.items()}
     makers[TOOLS_ADAPTER] = ([(1.0, _tool_example)], tool_steps, 5e-3)
-    shares = {}
+    shares, served, accuracy = {}, {}, {}
     for i, (name, (make, steps, lr)) in enumerate(makers.items()):
         # A short LoRA run on a tiny model now and then lands on a plateau (an adapter that only
         # echoes): each task adapter is checked on fresh prompts and trained again (another
@@ -619,11 +735,15 @@ def generate(out_dir: str | Path, *, base_steps: int = 500, adapter_steps: int =
             trainable = [p for p in peft_model.parameters() if p.requires_grad]
             batches = _batches(make, tokenizer, random.Random(10 + i + 100 * attempt), steps, 32)
             losses[name] = _train(peft_model, trainable, batches, lr / (1 + attempt), steps)
-            if name not in TASKS or task_accuracy(peft_model, tokenizer, TASKS[name]) >= 0.8:
+            if name in TASKS:
+                accuracy[name] = task_accuracy(peft_model, tokenizer, TASKS[name])
+            if accuracy.get(name, 1.0) >= 0.8 or attempt == 2:
                 break
             model = peft_model.unload()
         if name == TOOLS_ADAPTER:
-            shares = tool_call_shares(peft_model, tokenizer, tool_requests("held_out", eval_requests, seed=1))
+            held_out = tool_requests("held_out", eval_requests, seed=1)
+            shares = tool_call_shares(peft_model, tokenizer, held_out)
+            served = served_tool_call_shares(peft_model, tokenizer, held_out[:served_eval_requests])
         adapter_dir = adapters_dir / name
         peft_model.save_pretrained(adapter_dir)
         # PEFT records the training-time path of the base; name the base as the fleet knows it.
@@ -637,8 +757,11 @@ def generate(out_dir: str | Path, *, base_steps: int = 500, adapter_steps: int =
         "base": str(base_dir),
         "adapters": {name: str(adapters_dir / name) for name in makers},
         "final_loss": {k: round(v, 4) for k, v in losses.items()},
+        "task_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
         "tool_call_valid_share": round(shares["valid"], 4),
         "tool_call_exact_share": round(shares["exact"], 4),
+        "served_tool_call_valid_share": round(served["valid"], 4),
+        "served_tool_call_exact_share": round(served["exact"], 4),
         "generator": generator_key(),
     }
     (out / "assets.json").write_text(json.dumps(summary, indent=2))

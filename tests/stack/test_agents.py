@@ -22,14 +22,11 @@ from tests.stack.test_telemetry import moved, ray, scrape
 
 WEATHER_ASK = DEMO_REQUEST["messages"]
 WEATHER_TEXT = WEATHER_ASK[0]["content"]  # '"get" {"city": "paris", "days": 2}' (the toy tool language)
-VALID_SHARE = 0.7
-"""Share of valid tool calls the route must give on tool schemas the specialist never saw.
-
-Below the 0.9 the agents issue asks for: the tiny specialist (2 layers, trained for a minute) has
-learned the call's shape but copies names and values unreliably, and the engine's grammar
-(toolStrictLevel: parameter) keeps calls to the schema but cannot end a string the model does not
-close (those run to max_tokens). This run measured 35 of 40 (0.875); the floor catches a
-regression, it is not the target."""
+VALID_SHARE = 0.9
+"""Share of valid tool calls the route must give on tool schemas the specialist never saw (the agents
+issue's target). The engine's grammar (toolStrictLevel: parameter) keeps the tool name to the offered
+ones and the arguments to their schemas; what it cannot do is end a string the model does not close,
+or keep the model from writing a call's end inside one, and those calls are invalid."""
 
 
 class TextTier:
@@ -111,7 +108,7 @@ def ask_tools(client: OpenAI, route: str = "tools", messages=WEATHER_ASK, tools=
 # --- the specialist and the tool-call path ---------------------------------------------------------
 
 def test_the_specialist_calls_tools_it_never_saw(agent_fleet, openai_client):
-    asks = tool_requests("held_out", n=40, seed=7)
+    asks = tool_requests("held_out", n=60, seed=7)
     valid = exact = 0
     problems = []
     for ask in asks:
@@ -187,9 +184,10 @@ def test_a_tool_loop_stays_on_the_class_of_its_first_turn(agent_fleet, openai_cl
 
 # --- structured outputs through every policy ------------------------------------------------------
 
-# Every value finite (an enum, a boolean): the tiny model, held to the schema, cannot run past max_tokens.
-SCHEMA = {"type": "object", "properties": {"word": {"type": "string", "enum": ["fox", "cat"]},
-                                           "loud": {"type": "boolean"}}, "required": ["word", "loud"]}
+# A finite value at the top (an enum): the tiny model, held to the schema, cannot run past max_tokens.
+# (Not an object: JSON allows whitespace between an object's tokens, and the tiny base, unsure after
+# "{", pads with it until max_tokens; a real model does not.)
+SCHEMA = {"type": "string", "enum": ["fox", "cat"]}
 JSON_FORMAT = {"type": "json_schema", "json_schema": {"name": "w", "schema": SCHEMA}}
 
 
@@ -198,8 +196,7 @@ def test_structured_outputs_constrain_the_answer_on_every_policy(agent_fleet, cl
     ask = {"model": route, "messages": [{"role": "user", "content": "red fox"}], "max_tokens": 48, "temperature": 0}
     r = client.post("/v1/chat/completions", json={**ask, "response_format": JSON_FORMAT})
     assert r.status_code == 200, r.text
-    value = json.loads(r.json()["choices"][0]["message"]["content"])
-    assert value["word"] in ("fox", "cat") and isinstance(value["loud"], bool)
+    assert json.loads(r.json()["choices"][0]["message"]["content"]) in ("fox", "cat")
     r = client.post("/v1/chat/completions", json={**ask, "structured_outputs": {"regex": "(RED|BLUE) (FOX|CAT)"}})
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] in ("RED FOX", "RED CAT", "BLUE FOX", "BLUE CAT")
@@ -244,11 +241,11 @@ def test_the_specialist_answers_what_it_can(agent_fleet, openai_client):
 
 @pytest.mark.parametrize("case,tools,tool_choice,words", [
     # Calls are decoded by a grammar (toolStrictLevel: parameter; and any named or required call), which
-    # keeps them well-formed but does not enforce every JSON Schema keyword (multipleOf, minimum): the
-    # check catches what the grammar let through.
-    ("auto", _weather_tool({"type": "string"}, {"type": "integer", "multipleOf": 1000, "minimum": 5000}),
+    # keeps them well-formed but does not enforce every JSON Schema keyword (xgrammar drops multipleOf next
+    # to a maximum): the check catches what the grammar let through (the specialist copies days: 2).
+    ("auto", _weather_tool({"type": "string"}, {"type": "integer", "multipleOf": 1000, "maximum": 99}),
      None, "at days"),
-    ("named", _weather_tool({"type": "string"}, {"type": "integer", "multipleOf": 1000, "minimum": 5000}),
+    ("named", _weather_tool({"type": "string"}, {"type": "integer", "multipleOf": 1000, "maximum": 99}),
      {"type": "function", "function": {"name": "get_weather"}}, "at days"),
 ])
 def test_a_call_that_breaks_the_schema_escalates(agent_fleet, openai_client, case, tools, tool_choice, words):
@@ -265,7 +262,7 @@ def test_a_response_format_failure_escalates(agent_fleet, client):
            "response_format": JSON_FORMAT}
     ok = client.post("/v1/chat/completions", json={**ask, "max_tokens": 48})
     assert ok.headers["x-slmfleet-tier"] == "1", ok.headers.get("x-slmfleet-escalations")
-    cut = client.post("/v1/chat/completions", json={**ask, "max_tokens": 3})  # JSON cut short: not valid
+    cut = client.post("/v1/chat/completions", json={**ask, "max_tokens": 1})  # JSON cut short: not valid
     assert cut.headers["x-slmfleet-tier"] == "2"
     assert "is not JSON" in cut.headers["x-slmfleet-escalations"]
 

@@ -59,8 +59,9 @@ def test_rules_and_the_default(classify_fleet, client):
 
 
 def test_a_cascade_tier_can_be_a_classify_route(classify_fleet, client):
-    # The keyword picks the shout adapter, which answers the prompt format it was trained on.
-    r = client.post("/v1/completions", json={"model": "c-assist", "prompt": "in: caps red fox\nout:",
+    # The keyword picks the shout adapter, which shouts the words of its toy task in the prompt format it
+    # was trained on (the keyword on a line before it: a word it never saw it would copy as it is).
+    r = client.post("/v1/completions", json={"model": "c-assist", "prompt": "caps\nin: red fox\nout:",
                                               "max_tokens": 6, "temperature": 0})
     assert r.status_code == 200, r.text
     assert (r.headers["x-slmfleet-tier"], r.headers["x-slmfleet-tier-name"]) == ("1", "route assist"), \

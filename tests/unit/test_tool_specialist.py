@@ -102,3 +102,34 @@ def test_demo_tools_run_locally():
     assert d.run_demo_tool("get_weather", {"city": "paris"}).startswith("sunny")
     assert d.run_demo_tool("convert_units", {"value": 5, "from": "km", "to": "mi"}) == "3 point 1 mi"
     assert all(r["expected"] is None for r in d.unhandled_tool_requests(5))
+
+
+def test_made_up_training_words_are_no_real_word():
+    made_up = {w for lists in (d.VERBS, d.NOUNS, d.PARAMS, d.VALUES) for w in lists["train"]} - set(d._REAL_WORDS)
+    assert len(made_up) >= 1000
+    assert not made_up & set(d._REAL_WORDS) and not made_up & set(d.VALUES["held_out"] + d.PARAMS["held_out"])
+
+
+def test_a_copy_example_answers_with_its_prompt_and_holds_no_whitespace_runs(tmp_path):
+    import random
+
+    tok = d._train_tokenizer(tmp_path)
+    ids = d.copyable_ids(tok)
+    assert 500 < len(ids) < len(tok)
+    rng = random.Random(0)
+    for _ in range(50):
+        prompt, answer = d._copy_example(rng, tok, ids)
+        text, given = prompt.removeprefix("in: ").split("\nout:")
+        assert answer == f" {text}{d.EOS}" and text.strip()
+        assert not set("\r\n\t\ufffd") & set(text)
+        assert not set(tok(text, add_special_tokens=False)["input_ids"]) & set(range(d.N_SPECIAL))
+
+
+def test_the_served_share_reads_calls_as_the_hermes_parser_does():
+    from vllm.tool_parsers.hermes_tool_parser import Hermes2ProToolParser
+
+    assert d._PARSED_CALL.pattern == Hermes2ProToolParser.tool_call_regex.pattern
+    import re
+
+    # vLLM compiles it with the regex package, whose flag values match re's.
+    assert d._PARSED_CALL.flags & re.DOTALL and Hermes2ProToolParser.tool_call_regex.flags & re.DOTALL
