@@ -413,8 +413,6 @@ def score_tool_call(output: str, request: dict) -> dict:
     ``valid``: the answer is exactly one hermes tool call that passes the toolCall check (names an
     offered tool, arguments valid against its JSON Schema). ``exact``: also the expected call.
     """
-    from serving.policy.checks import tool_call_problem
-
     m = _CALL.fullmatch(output.replace(EOS, "").strip())
     try:
         call = json.loads(m.group(1)) if m else None
@@ -422,10 +420,46 @@ def score_tool_call(output: str, request: dict) -> dict:
         call = None
     if not isinstance(call, dict) or set(call) != {"name", "arguments"} or not isinstance(call["arguments"], dict):
         return {"valid": False, "exact": False}
-    message = {"role": "assistant", "content": None, "tool_calls": [
-        {"type": "function", "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}]}
-    valid = tool_call_problem(message, request) is None
+    return _judge(_call_message([(call["name"], json.dumps(call["arguments"]))]), request)
+
+
+# What vLLM's hermes parser reads as calls (its tool_call_regex): each <tool_call> body up to its end
+# tag, or to the output's end.
+_PARSED_CALL = re.compile(re.escape(TOOL_CALL_START) + "(.*?)" + re.escape(TOOL_CALL_END) + "|"
+                          + re.escape(TOOL_CALL_START) + "(.*)", re.DOTALL)
+
+
+def parsed_message(output: str) -> dict:
+    """The chat answer the fleet returns for a raw ``output`` under the hermes parser: every
+    ``<tool_call>`` body is a call (one that is no ``{"name", "arguments"}`` JSON keeps its text as
+    the arguments of a nameless call, which the toolCall check fails); text after the calls is
+    dropped."""
+    calls = []
+    for closed, unclosed in _PARSED_CALL.findall(output.split(EOS)[0]):
+        body = closed or unclosed
+        try:
+            call = json.loads(body)
+            calls.append((call["name"], json.dumps(call["arguments"])))
+        except (ValueError, KeyError, TypeError):
+            calls.append(("", body))
+    return _call_message(calls)
+
+
+def _call_message(calls: list[tuple[str, str]]) -> dict:
+    return {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": name, "arguments": arguments}} for name, arguments in calls]}
+
+
+def _judge(message: dict, request: dict) -> dict:
+    from serving.policy.checks import tool_call_problem
+
+    valid = bool(message["tool_calls"]) and tool_call_problem(message, request) is None
     return {"valid": valid, "exact": valid and is_expected_call(message, request.get("expected"))}
+
+
+def _shares(scores: list[dict]) -> dict:
+    return {"valid": sum(s["valid"] for s in scores) / len(scores),
+            "exact": sum(s["exact"] for s in scores) / len(scores)}
 
 
 # --- training data ---------------------------------------------------------------------------
@@ -589,16 +623,14 @@ def task_accuracy(model, tokenizer, task: Task, n: int = 20) -> float:
 def tool_call_shares(model, tokenizer, requests: list[dict]) -> dict:
     """The share of valid and of exact tool calls the model makes for ``requests``."""
     outs = greedy(model, tokenizer, [render_prompt(r["messages"], r["tools"]) for r in requests])
-    scores = [score_tool_call(o, r) for o, r in zip(outs, requests)]
-    return {"valid": sum(s["valid"] for s in scores) / len(scores),
-            "exact": sum(s["exact"] for s in scores) / len(scores)}
+    return _shares([score_tool_call(o, r) for o, r in zip(outs, requests)])
 
 
 def served_tool_call_shares(model, tokenizer, requests: list[dict], max_new_tokens: int = 48) -> dict:
     """:func:`tool_call_shares` as the fleet serves the specialist: each call decoded under the grammar
     vLLM builds for its ``hermes`` parser at ``toolStrictLevel: parameter`` (the same structural tag,
-    compiled by the same xgrammar), greedy, ``tool_choice: auto``. ``valid`` counts what the parser
-    would return as calls that pass the ``toolCall`` check (text after the call is not part of it)."""
+    compiled by the same xgrammar), greedy, ``tool_choice: auto``, and read as that parser reads it
+    (:func:`parsed_message`)."""
     import torch
     import xgrammar
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionToolsParam
@@ -606,11 +638,9 @@ def served_tool_call_shares(model, tokenizer, requests: list[dict], max_new_toke
     from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
     from xgrammar.contrib.hf import LogitsProcessor
 
-    from serving.policy.checks import tool_call_problem
-
     compiler = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo.from_huggingface(
         tokenizer, vocab_size=model.config.vocab_size))
-    valid = exact = 0
+    scores = []
     for request in requests:
         tag = get_model_structural_tag(
             "hermes", [ChatCompletionToolsParam.model_validate(t) for t in request["tools"]], "auto",
@@ -621,27 +651,9 @@ def served_tool_call_shares(model, tokenizer, requests: list[dict], max_new_toke
             row = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  logits_processor=[LogitsProcessor(grammar)],
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)[0]
-        output = tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=False).split(EOS)[0]
-        calls = []
-        for closed, unclosed in _PARSED_CALL.findall(output):
-            body = closed or unclosed
-            try:
-                call = json.loads(body)
-                calls.append({"type": "function", "function": {
-                    "name": call["name"], "arguments": json.dumps(call["arguments"])}})
-            except (ValueError, KeyError, TypeError):
-                calls.append({"type": "function", "function": {"name": "", "arguments": body}})
-        message = {"role": "assistant", "content": None, "tool_calls": calls}
-        ok = bool(calls) and tool_call_problem(message, request) is None
-        valid += ok
-        exact += ok and is_expected_call(message, request.get("expected"))
-    return {"valid": valid / len(requests), "exact": exact / len(requests)}
-
-
-# What vLLM's hermes parser reads as calls (its tool_call_regex): each <tool_call> body up to its end
-# tag, or to the output's end.
-_PARSED_CALL = re.compile(re.escape(TOOL_CALL_START) + "(.*?)" + re.escape(TOOL_CALL_END) + "|"
-                          + re.escape(TOOL_CALL_START) + "(.*)", re.DOTALL)
+        output = tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=False)
+        scores.append(_judge(parsed_message(output), request))
+    return _shares(scores)
 
 
 def generator_key() -> str:

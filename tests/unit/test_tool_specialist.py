@@ -133,3 +133,14 @@ def test_the_served_share_reads_calls_as_the_hermes_parser_does():
 
     # vLLM compiles it with the regex package, whose flag values match re's.
     assert d._PARSED_CALL.flags & re.DOTALL and Hermes2ProToolParser.tool_call_regex.flags & re.DOTALL
+
+
+def test_parsed_message_reads_calls_as_the_route_returns_them():
+    req = d.DEMO_REQUESTS[0]
+    call = d.hermes_call(**req["expected"])
+    assert d.is_expected_call(d.parsed_message(call + " trailing text" + d.EOS + "more"), req["expected"])
+    two = d.parsed_message(call + call)["tool_calls"]
+    assert len(two) == 2 and two[0] == two[1]
+    unclosed = d.parsed_message(d.TOOL_CALL_START + '{"name": "get_weather", "arguments": {"city": "pa')
+    assert unclosed["tool_calls"][0]["function"]["name"] == ""
+    assert d.parsed_message("sunny 21")["tool_calls"] == []
