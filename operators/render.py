@@ -36,9 +36,12 @@ def serve_config_v2(spec: FleetSpec, canary_weights: dict[str, int] | None = Non
 
 
 def secret_env(spec: FleetSpec) -> list[dict]:
-    """Environment from the Secrets cascade tiers name for their API keys (the router reads them)."""
+    """Environment from the Secrets the spec names (the router reads them): cascade tiers' API keys, and the
+    key of capture's caller ids."""
     refs = {t.endpoint.api_key_secret for r in spec.routes for t in r.tiers
             if t.endpoint is not None and t.endpoint.api_key_secret is not None}
+    if spec.capture is not None and spec.capture.caller_id_secret is not None:
+        refs.add(spec.capture.caller_id_secret)
     return [{"name": ref.env_name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
             for ref in sorted(refs, key=lambda r: r.env_name)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -23,6 +23,18 @@ class SpecModel(BaseModel):
     )
 
 
+class SecretKeyRef(SpecModel):
+    """A key of a Kubernetes Secret in the fleet's namespace."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Secret name.")
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", description="Key in the Secret.")
+
+    @property
+    def env_name(self) -> str:
+        """The environment variable the operator sets from it in the Ray pods (the router reads it)."""
+        return "SLMFLEET_SECRET_" + re.sub(r"[^A-Z0-9]", "_", f"{self.name}_{self.key}".upper())
+
+
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """Split ``s3://bucket/some/prefix/`` into ``("bucket", "some/prefix")``; ValueError if not S3."""
     match = S3_URI.match(uri)
@@ -33,12 +45,12 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return match["bucket"], (match["key"] or "").strip("/")
 
 
-DURATION_PATTERN = r"^[1-9][0-9]*(s|m|h)$"
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+DURATION_PATTERN = r"^[1-9][0-9]*(s|m|h|d)$"
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def duration_seconds(text: str) -> int:
-    """``"30s"``, ``"5m"``, ``"1h"`` in seconds (the shape DURATION_PATTERN admits)."""
+    """``"30s"``, ``"5m"``, ``"1h"``, ``"30d"`` in seconds (the shape DURATION_PATTERN admits)."""
     return int(text[:-1]) * _DURATION_UNITS[text[-1]]
 
 

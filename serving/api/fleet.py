@@ -21,6 +21,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from serving.api.capture import CaptureSpec
 from serving.api.fields import NAME_PATTERN, SHA256_PATTERN, VERSION_PATTERN, SpecModel, parse_s3_uri, version_label
 from serving.api.problems import FleetProblems, FleetSpecError, Problem, problems_from_validation_error
 from serving.api.routes import RouteSpec, TargetRef, TierChecks
@@ -278,6 +279,8 @@ class FleetSpec(SpecModel):
     base_models: list[BaseModelSpec] = Field(min_length=1, description="Base models, one deployment each.")
     adapters: list[AdapterSpec] = Field(default_factory=list, description="LoRA adapters and their versions.")
     routes: list[RouteSpec] = Field(min_length=1, description="Public routes (model names).")
+    capture: CaptureSpec | None = Field(None, description="Record sampled, redacted traffic to S3 for the "
+                                        "flywheel; off unless set.")
 
     @model_validator(mode="after")
     def _consistent(self) -> FleetSpec:
@@ -356,7 +359,22 @@ def fleet_problems(spec: FleetSpec) -> list[Problem]:
                                             subject=f"route '{route.name}' targets ")
         if route.strategy is not None:
             problems += _canary_problems(i, route, base_names, adapters, route_names)
-    return problems + route_cycles(spec)
+    return problems + route_cycles(spec) + _capture_problems(spec, route_names)
+
+
+def _capture_problems(spec: FleetSpec, route_names: list[str]) -> list[Problem]:
+    problems = []
+    if spec.capture is not None:
+        for j, name in enumerate(spec.capture.routes or []):
+            if name not in route_names:
+                problems.append(Problem(f"capture.routes[{j}]", f"capture names unknown route '{name}'; routes: "
+                                        f"{', '.join(route_names)}"))
+        return problems
+    for i, route in enumerate(spec.routes):
+        if route.capture is not None and route.capture.enabled is not False:
+            problems.append(Problem(f"routes[{i}].capture", f"route '{route.name}' sets capture, but the fleet has "
+                                    "no capture section (its destination); add capture: {destination: s3://...}"))
+    return problems
 
 
 def _cascade_problems(i: int, route: RouteSpec, base_names: list[str], adapters: dict[str, AdapterSpec],

@@ -6,16 +6,17 @@ an external endpoint) is one family: ``TargetRef`` and its subclasses.
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from serving.api.capture import RouteCapture
 from serving.api.fields import (
     DURATION_PATTERN,
     NAME_PATTERN,
     ROUTE_PATTERN,
     VERSION_PATTERN,
+    SecretKeyRef,
     SpecModel,
     check_regex_and_schema,
     duration_seconds,
@@ -171,18 +172,6 @@ class TierChecks(SpecModel):
         return self
 
 
-class SecretKeyRef(SpecModel):
-    """A key of a Kubernetes Secret in the fleet's namespace."""
-
-    name: str = Field(pattern=NAME_PATTERN, description="Secret name.")
-    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", description="Key in the Secret.")
-
-    @property
-    def env_name(self) -> str:
-        """The environment variable the operator sets from it in the Ray pods (the router reads it)."""
-        return "SLMFLEET_SECRET_" + re.sub(r"[^A-Z0-9]", "_", f"{self.name}_{self.key}".upper())
-
-
 class ExternalEndpoint(SpecModel):
     """An OpenAI-compatible endpoint outside the fleet (the large generalist)."""
 
@@ -316,6 +305,8 @@ class RouteSpec(SpecModel):
     classifier: ClassifierSettings | None = Field(None, description="The embedding classifier (policy classify); "
                                                   "defaults: embedding auto, minSimilarity 0.3.")
     strategy: RouteStrategy | None = Field(None, description="Rollout of a new version on this route.")
+    capture: RouteCapture | None = Field(None, description="This route's traffic capture, over the fleet's "
+                                         "capture section (which it needs).")
 
     @property
     def classifier_settings(self) -> ClassifierSettings:

@@ -10,6 +10,7 @@ import sys
 import yaml
 
 from serving.api.problems import FleetSpecError, UserError
+from serving.cli import flywheel_commands
 from serving.local.rollouts import DEFAULT_CONTROL_PORT, DEFAULT_TICK_SECONDS
 from serving.render.serve_config import APP_NAME
 
@@ -290,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description=MCP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("--url", default="http://127.0.0.1:8000", help="the fleet's URL (default: %(default)s)")
     m.set_defaults(fn=cmd_mcp)
+
+    flywheel_commands.add_parser(sub)
 
     demo = sub.add_parser("demo", help="run the quickstart fleet locally with a local S3 endpoint")
     demo.add_argument("--file", default="manifests/examples/quickstart.yaml")

@@ -29,6 +29,7 @@ from serving.api import headers as h
 from serving.api.routes import CascadeTier, RouteSpec, TargetRef
 from serving.dataplane.dispatch import DispatchFailed, Sender, dispatch
 from serving.dataplane.errors import error_response
+from serving.observability.capture import RequestCapture
 from serving.observability.metrics import Recorder
 from serving.observability.telemetry import RequestTelemetry
 from serving.policy.cascade import (
@@ -91,16 +92,24 @@ class CascadeRunner:
             self._http = httpx.AsyncClient()
         return self._http
 
-    async def serve(self, route: RouteSpec, body, request: Request, call_method: str) -> Response:
+    async def serve(self, route: RouteSpec, body, request: Request, call_method: str,
+                    capture: RequestCapture | None = None) -> Response:
         stream = bool(getattr(body, "stream", False))
         telemetry = RequestTelemetry(self.metrics, route=route.name, call_method=call_method, stream=stream,
                                      headers=dict(request.headers))
+        telemetry.capture = capture
         client_wants_usage = bool(getattr(body, "stream_options", None) and body.stream_options.include_usage)
         client_body = body.model_dump(exclude_unset=True, by_alias=True)  # the wire names (json_schema.schema)
         result = await self.run(route, client_body, body, request, call_method, telemetry)
         if result.target is not None:
             telemetry.target(result.target)
         headers = answer_headers(route.name, result.tier, result.tier_name, result.rejected)
+        if capture is not None:
+            endpoint = route.tiers[result.tier - 1].endpoint
+            capture.tier(result.tier, result.tier_name, result.rejected,
+                         f"{endpoint.model} at {endpoint.url}" if endpoint else None)
+            if result.status == 200:
+                capture.payload(result.payload)
         if result.status != 200:
             message = result.payload.get("error", {}).get("message", "") if result.payload else ""
             response = error_response(result.status, f"route '{route.name}': {message}", type="cascade_failed")

@@ -23,6 +23,7 @@ from serving.api import headers as h
 from serving.api.fleet import parse_fleet
 from serving.api.problems import FleetSpecError
 from serving.api.routes import TargetRef
+from serving.dataplane.capture_config import TrafficCapture
 from serving.dataplane.cascade_runner import CascadeRunner
 from serving.dataplane.dispatch import DispatchFailed, dispatch
 from serving.dataplane.errors import client_error, error_response, invalid_request, root_cause
@@ -59,6 +60,7 @@ class FleetRouter(IngressBase):
         self._cascades = CascadeRunner(self, self._metrics)
         self._classifiers: dict[str, TaskClassifier] = {}
         self._mcp = FleetMCP(self._answer_mcp)
+        self._capture = TrafficCapture(self._metrics)
 
     def reconfigure(self, user_config: dict) -> None:
         """Swap in a new routing table; a bad one is refused and the current one kept."""
@@ -74,6 +76,7 @@ class FleetRouter(IngressBase):
         # done here, before the new table takes requests.
         self._classifiers = {name: TaskClassifier(r, embedder) for name, r in table.classifies.items()}
         self._table = table
+        self._capture.configure(spec)
         self._mcp.set_routes([(name, table.descriptions.get(name)) for name in table.names])
         logger.info("routing table: %d route(s): %s", len(spec.routes), ", ".join(self._table.routes))
 
@@ -102,6 +105,10 @@ class FleetRouter(IngressBase):
             return error_response(404, str(UnknownRoute(model, self.table.names)),
                                   type="invalid_request_error", code="model_not_found", param="model")
         return self._route_card(model).model_dump()
+
+    async def __del__(self):
+        """Ray Serve calls it on a graceful shutdown: captured records still queued are written."""
+        await self._capture.close()
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         return await self._serve(body, request, "completions")
@@ -162,16 +169,22 @@ class FleetRouter(IngressBase):
         return {"text": (choice.get("message") or {}).get("content") or "", "route": route, "served_by": served_by,
                 "finish_reason": choice.get("finish_reason"), "usage": payload.get("usage")}
 
-    async def _serve(self, body, request: Request, call_method: str, *, chosen: Target | None = None) -> Response:
-        """Answer ``body`` on its route; ``chosen`` is a target a classify route already picked."""
+    async def _serve(self, body, request: Request, call_method: str, *, chosen: Target | None = None,
+                     via: str | None = None, cls: str | None = None) -> Response:
+        """Answer ``body`` on its route; ``chosen`` is a target a classify route already picked, ``via`` the
+        classify route that sent the request here, ``cls`` the class it picked (both for the capture record)."""
         route = body.model
         if chosen is None and route in self.table.cascades:
-            return await self._cascades.serve(self.table.cascades[route], body, request, call_method)
+            capture = self._capture.request(route, "cascade", call_method, body, request, via=via, cls=cls)
+            return await self._cascades.serve(self.table.cascades[route], body, request, call_method, capture)
         if chosen is None and route in self._classifiers:
             return await self._classify(route, body, request, call_method)
         stream = bool(getattr(body, "stream", False))
         telemetry = RequestTelemetry(self._metrics, route=route or "", call_method=call_method, stream=stream,
                                      headers=dict(request.headers))
+        if route in self.table.names:
+            telemetry.capture = self._capture.request(route, "classify" if chosen else "split", call_method, body,
+                                                      request, via=via, cls=cls)
         client_wants_usage = bool(getattr(body, "stream_options", None) and body.stream_options.include_usage)
         sticky_key = body.user or request.headers.get(h.SESSION)
         try:
@@ -227,11 +240,12 @@ class FleetRouter(IngressBase):
         """Pick the route's class for the prompt, then answer as its target (or its route) would."""
         choice, ref = self._choose(route, body.model_dump(exclude_unset=True))
         if ref.route is not None:
-            response = await self._serve(body.model_copy(update={"model": ref.route}), request, call_method)
+            response = await self._serve(body.model_copy(update={"model": ref.route}), request, call_method,
+                                         via=route, cls=choice.cls)
             response.headers[h.VIA_ROUTE] = ref.route
             response.headers[h.ROUTE] = route
         else:
-            response = await self._serve(body, request, call_method, chosen=self.table.target_of(ref))
+            response = await self._serve(body, request, call_method, chosen=self.table.target_of(ref), cls=choice.cls)
         response.headers[h.CLASS] = choice.cls or "default"
         response.headers[h.CLASSIFIED_BY] = choice.how + (f" {choice.score:.2f}" if choice.score is not None
                                                                      else "")

@@ -18,6 +18,17 @@ from serving.api.fleet import FleetSpec
 from serving.api.problems import UserError
 
 DEMO_PROMPTS = ["red fox sun", "blue moon", "green river stone"]
+CAPTURES = "s3://slmfleet-demo/captures"
+CAPTURE_SECRET = "slmfleet-demo-capture-secret"
+"""The demo's key of captured callerIds (a real fleet takes it from a Secret: capture.callerIdSecret)."""
+PII_PROMPT = "mail rosa.quint@example.net or call (415) 555-0142 about card 4000 0566 5566 5556"
+
+
+def with_capture(spec: FleetSpec) -> FleetSpec:
+    """``spec`` with capture on for every route at sample rate 1, to the demo's local S3 (the manifest keeps it off)."""
+    data = spec.model_dump(by_alias=True, exclude_none=True)
+    data["capture"] = {"destination": CAPTURES, "sampleRate": 1}
+    return FleetSpec.model_validate(data)
 
 
 def ensure_assets(assets: str | Path) -> dict:
@@ -105,14 +116,23 @@ def agent_turn(base_url: str, route: str) -> list[str]:
     return lines
 
 
+def ask_with_pii(base_url: str, route: str) -> None:
+    """One request with an e-mail address, a phone and a card number in it: its record shows them redacted."""
+    from openai import OpenAI
+
+    OpenAI(base_url=base_url, api_key="not-needed").chat.completions.create(
+        model=route, messages=[{"role": "user", "content": PII_PROMPT}], max_tokens=8, temperature=0)
+
+
 def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, metrics_port: int | None = None,
              **rollout_options) -> int:
     from serving.api.documents import load_fleet_file
-    from serving.local.s3 import local_s3
+    from serving.local.s3 import CREDENTIALS, local_s3
     from serving.local.serve import serve_until_stopped
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    spec = load_fleet_file(fleet)
+    os.environ.setdefault("SLMFLEET_CAPTURE_SECRET", CAPTURE_SECRET)  # before Ray starts: its workers inherit it
+    spec = with_capture(load_fleet_file(fleet))
     summary = ensure_assets(assets)
     with local_s3() as s3_url:
         print(f"local S3 endpoint at {s3_url}", flush=True)
@@ -133,10 +153,18 @@ def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, me
                 for line in agent_turn(f"http://{host}:{port}/v1", tool_routes(spec)[0]):
                     print("  " + line)
                 print()
+            first = spec.routes[0].name
+            ask_with_pii(f"http://{host}:{port}/v1", first)
+            print(f"captured (redacted) to {CAPTURES}/: every request above, and one to {first} with PII in it:\n"
+                  f"  {PII_PROMPT!r}\n"
+                  "read the records (within about 10 s) with the demo's S3 environment:\n"
+                  f"  export AWS_ENDPOINT_URL={s3_url} {' '.join(f'{k}={v}' for k, v in CREDENTIALS.items())} "
+                  f"SLMFLEET_CAPTURE_SECRET={os.environ['SLMFLEET_CAPTURE_SECRET']}\n"
+                  f"  .venv/bin/slm-fleet flywheel records {CAPTURES}/\n")
             print("try it:\n"
                   f"  curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' \\\n"
                   f"    -d '{{\"model\": \"{spec.routes[0].name}\", "
                   f"\"messages\": [{{\"role\": \"user\", \"content\": \"red fox\"}}]}}'\n")
 
         return serve_until_stopped(fleet, host=host, port=port, num_cpus=num_cpus, metrics_port=metrics_port,
-                                   on_ready=show, **rollout_options)
+                                   on_ready=show, adjust=with_capture, **rollout_options)

@@ -31,14 +31,18 @@ def _raise_stop(signum, frame):
 
 def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None, metrics_port: int | None = None,
                         on_ready=None, prometheus_url: str | None = None, control_port: int | None = None,
-                        rollout_tick_s: float = DEFAULT_TICK_SECONDS) -> int:
+                        rollout_tick_s: float = DEFAULT_TICK_SECONDS,
+                        adjust: Callable[[FleetSpec], FleetSpec] | None = None) -> int:
     """Serve the fleet in ``path``; redeploy in place when the file changes; stop on SIGINT/SIGTERM.
+
+    ``adjust`` changes each spec read from the file before it is served (the demo turns capture on).
 
     A changed file that does not validate is reported and the running fleet keeps serving. Canary
     rollouts (a route's strategy.canary) are driven meanwhile, their status and commands served on
     127.0.0.1:``control_port`` for ``slm-fleet rollout``.
     """
-    spec = load_fleet_file(path)
+    adjust = adjust or (lambda spec: spec)
+    spec = adjust(load_fleet_file(path))
     control_port = control_port or DEFAULT_CONTROL_PORT
     # Rollouts read the fleet's own metrics when no Prometheus is named, so Ray must export them.
     scrape_port = metrics_port or free_port()
@@ -69,7 +73,7 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
         if any(r.strategy for r in spec.routes):
             print(f"canary rollouts running; `slm-fleet rollout status --control http://127.0.0.1:{control_port}`",
                   flush=True)
-        watch_fleet_file(path, rollouts.apply)
+        watch_fleet_file(path, lambda spec: rollouts.apply(adjust(spec)))
     except _Stop:
         print("\nstopping fleet...", flush=True)
         return EXIT_OK

@@ -69,6 +69,12 @@ CATALOG = (
     Metric("slmfleet_cascade_cost_total", "counter",
            "Estimated cost of cascade requests (tiers' costPer1kTokens): basis=cascade as served, "
            "basis=last_tier had every request gone straight to the last tier.", ("route", "basis")),
+    # Recorded by the router's capture writer.
+    Metric("slmfleet_capture_records_total", "counter", "Captured records written (redacted) to the capture store.",
+           ("route",)),
+    Metric("slmfleet_capture_dropped_total", "counter",
+           "Captured records not written: queue_full (the writer's queue was full; the request was not slowed), "
+           "redaction_failed (never written raw) or write_failed (the store refused the batch).", ("route", "reason")),
     # Recorded by the base-model replicas.
     Metric("slmfleet_router_queue_seconds", "histogram",
            "Time from the router dispatching a request to a base-model replica starting it "

@@ -10,6 +10,7 @@ chunk again when the client did not ask for it.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -21,6 +22,8 @@ from serving.api import headers as h
 from serving.observability import tracing
 from serving.observability.metrics import Recorder
 from serving.policy.routing import Target
+
+logger = logging.getLogger("ray.serve").getChild("slmfleet.telemetry")
 
 
 def usage_of(payload: dict) -> tuple[int, int] | None:
@@ -56,6 +59,8 @@ class RequestTelemetry:
         self.started = time.perf_counter()
         self.labels = {"route": route, "base_model": "", "adapter": "", "version": ""}
         self.input_tokens = self.output_tokens = 0
+        self.capture = None
+        """A ``RequestCapture`` when this request is sampled for traffic capture: fed the answer, finished here."""
         # A client's own trace (W3C traceparent) continues through the fleet.
         self.span = tracing.tracer().start_span(
             "slmfleet.router", context=tracing.extract(headers), kind=trace.SpanKind.SERVER,
@@ -63,6 +68,8 @@ class RequestTelemetry:
 
     def target(self, target: Target) -> None:
         self.labels.update(base_model=target.base_model, adapter=target.adapter or "", version=target.version or "")
+        if self.capture is not None:
+            self.capture.target(target.base_model, target.adapter, target.version)
         for key in ("base_model", "adapter", "version"):
             self.span.set_attribute(f"slmfleet.{key}", self.labels[key])
 
@@ -89,11 +96,14 @@ class RequestTelemetry:
             return response
         if response.status_code < 400:
             try:
-                tokens = usage_of(json.loads(response.body))
+                payload = json.loads(response.body)
             except ValueError:
-                tokens = None
+                payload = None
+            tokens = usage_of(payload) if payload else None
             if tokens:
                 self.input_tokens, self.output_tokens = tokens
+            if self.capture is not None and self.capture.answer is None and isinstance(payload, dict):
+                self.capture.payload(payload)
         self.finish(response.status_code, _error_type(response))
         return response
 
@@ -110,6 +120,8 @@ class RequestTelemetry:
                         tokens = usage_of(payload)
                         if tokens:
                             self.input_tokens, self.output_tokens = tokens
+                        if self.capture is not None:
+                            self.capture.feed(payload)
                 if not client_wants_usage and any(is_usage_only(e) for e in events):
                     # Ray Serve LLM batches events into one chunk: drop just the usage event.
                     kept = [e for e in events if not is_usage_only(e)]
@@ -142,6 +154,11 @@ class RequestTelemetry:
         if error_type:
             self.span.set_status(trace.Status(trace.StatusCode.ERROR, error_type))
         self.span.end()
+        if self.capture is not None:
+            try:
+                self.capture.finish(status, self.input_tokens, self.output_tokens, duration)
+            except Exception:  # noqa: BLE001 - capture never fails a request
+                logger.exception("capture: the record of a request could not be built")
 
 
 def _error_type(response: Response) -> str | None:

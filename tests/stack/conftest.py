@@ -33,6 +33,8 @@ ROOT = Path(__file__).parents[2]
 QUICKSTART = ROOT / "manifests/examples/quickstart.yaml"
 ASSETS = Path(os.environ.get("SLMFLEET_TEST_ASSETS", ROOT / ".demo/assets"))
 BUCKET = "slmfleet-demo"
+CAPTURE_SECRET = "stack-test-capture-secret"
+"""The key of captured callerIds: in the environment Ray's workers inherit (SLMFLEET_CAPTURE_SECRET)."""
 
 
 def _test_fleet() -> dict:
@@ -118,7 +120,7 @@ def fleet(s3, assets, otlp, tmp_path_factory):
         metrics_port = free_port()
     # Ray's workers inherit this environment: the replicas export their spans to ``otlp``.
     os.environ.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url, OTEL_BSP_SCHEDULE_DELAY="100",
-                      OTEL_SERVICE_NAME="slm-fleet-test")
+                      OTEL_SERVICE_NAME="slm-fleet-test", SLMFLEET_CAPTURE_SECRET=CAPTURE_SECRET)
     local_runtime.start_ray(num_cpus=4, metrics_port=metrics_port, metrics_report_interval_ms=500)
     try:
         local_runtime.deploy(parse_fleet(spec_data), port=port)

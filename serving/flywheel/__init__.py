@@ -1,0 +1,1 @@
+"""The offline LLM-to-SLM flywheel: captured records -> clusters -> dataset -> specialist -> canary."""
