@@ -72,16 +72,19 @@ def _join(bucket: str, *parts: str) -> str:
     return "s3://" + "/".join([bucket, *[p.strip("/") for p in parts if p.strip("/")]])
 
 
+def s3_client():
+    """A boto3 S3 client from the standard AWS environment (AWS_ENDPOINT_URL for S3-compatible stores)."""
+    import boto3
+
+    # Without a region boto3 refuses to sign; S3-compatible stores ignore the value.
+    return boto3.client("s3", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+
+
 class AdapterStore:
     """Thin boto3 layer over the layout above."""
 
     def __init__(self, client=None):
-        if client is None:
-            import boto3
-
-            # Without a region boto3 refuses to sign; S3-compatible stores ignore the value.
-            client = boto3.client("s3", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-        self.s3 = client
+        self.s3 = client or s3_client()
 
     def _call(self, what: str, fn, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError

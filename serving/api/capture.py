@@ -8,11 +8,16 @@ override the fleet's choice (``routes[].capture``).
 
 from __future__ import annotations
 
-import re
-
 from pydantic import Field, field_validator, model_validator
 
-from serving.api.fields import DURATION_PATTERN, SecretKeyRef, SpecModel, duration_seconds, parse_s3_uri
+from serving.api.fields import (
+    DURATION_PATTERN,
+    SecretKeyRef,
+    SpecModel,
+    check_regex_and_schema,
+    duration_seconds,
+    parse_s3_uri,
+)
 
 # Presidio's entity names for what the router removes from captured text. PERSON and LOCATION are
 # found only where an NER model (a spaCy pipeline) is installed; the rest by pattern, offline.
@@ -36,10 +41,7 @@ class RedactionPattern(SpecModel):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as err:
-            raise ValueError(f"regex {v!r} does not compile: {err}") from None
+        check_regex_and_schema(v, None)
         return v
 
 
@@ -84,7 +86,8 @@ class CaptureSpec(SpecModel):
                                "sticky key (user or X-Session-Id) so an agent's turns stay together.")
     routes: list[str] | None = Field(None, description="Routes whose traffic is recorded; unset: every route.")
     retention: str = Field("30d", pattern=DURATION_PATTERN, description="How long records are kept, e.g. 30d: "
-                           "`slm-fleet flywheel prune` deletes older ones, or an S3 lifecycle rule it renders.")
+                           "`slm-fleet flywheel prune --fleet FILE` deletes older ones (or, with --lifecycle, "
+                           "prints the S3 lifecycle rule that does).")
     caller_id_secret: SecretKeyRef | None = Field(
         None, description="Key of the HMAC that turns a caller (user, or API key) into the record's callerId. "
         f"Unset: the router's {SECRET_ENV} variable; with neither, callerId is null.")
@@ -107,10 +110,6 @@ class CaptureSpec(SpecModel):
     @property
     def flush_seconds(self) -> int:
         return duration_seconds(self.flush_interval)
-
-    @property
-    def retention_seconds(self) -> int:
-        return duration_seconds(self.retention)
 
     @property
     def key_variable(self) -> str:

@@ -37,14 +37,30 @@ def cmd_records(args) -> int:
     return EXIT_OK
 
 
+def prune_target(src: str | None, older_than: str | None, fleet_file: str | None) -> tuple[str, str]:
+    """(where, how old) to prune: as given, else the fleet file's capture destination and retention."""
+    if fleet_file is not None:
+        from serving.api.documents import load_fleet_file
+
+        capture = load_fleet_file(fleet_file).capture
+        if capture is None:
+            raise UserError(f"{fleet_file} has no capture section; give SRC and --older-than")
+        return src or capture.destination, older_than or capture.retention
+    if src is None or older_than is None:
+        raise UserError("give SRC and --older-than D, or --fleet FILE to take the capture's destination and "
+                        "retention from a fleet file")
+    return src, older_than
+
+
 def cmd_prune(args) -> int:
     from serving.flywheel.records import CaptureStore, lifecycle_rule
 
+    src, older_than = prune_target(args.src, args.older_than, args.fleet)
     if args.lifecycle:
-        print(json.dumps(lifecycle_rule(args.src, duration_seconds(args.older_than)), indent=2))
+        print(json.dumps(lifecycle_rule(src, duration_seconds(older_than)), indent=2))
         return EXIT_OK
-    deleted = CaptureStore().prune(args.src, duration_seconds(args.older_than))
-    print(f"deleted {deleted} object(s) older than {args.older_than} under {args.src}")
+    deleted = CaptureStore().prune(src, duration_seconds(older_than))
+    print(f"deleted {deleted} object(s) older than {older_than} under {src}")
     return EXIT_OK
 
 
@@ -73,9 +89,10 @@ def add_parser(sub) -> None:
     r.set_defaults(fn=cmd_records)
 
     p = fsub.add_parser("prune", help="delete records older than the retention (or print an S3 lifecycle rule)")
-    p.add_argument("src", metavar="SRC")
-    p.add_argument("--older-than", required=True, type=_duration, metavar="D", help="e.g. 30d (the capture's "
-                   "retention)")
+    p.add_argument("src", metavar="SRC", nargs="?", help="default: the --fleet file's capture.destination")
+    p.add_argument("--older-than", type=_duration, metavar="D", help="e.g. 30d; default: the --fleet file's "
+                   "capture.retention")
+    p.add_argument("--fleet", metavar="FILE", help="a fleet file whose capture section names SRC and the retention")
     p.add_argument("--lifecycle", action="store_true", help="print the S3 lifecycle configuration that expires them "
                    "instead (aws s3api put-bucket-lifecycle-configuration)")
     p.set_defaults(fn=cmd_prune)

@@ -13,6 +13,7 @@ import os
 
 from fastapi import Request
 
+from serving.adapters.store import s3_client
 from serving.api import headers as h
 from serving.api.fleet import FleetSpec
 from serving.observability.capture import CaptureWriter, RequestCapture
@@ -39,7 +40,7 @@ class TrafficCapture:
             self.rates = {}
             return
         if self.writer is None:
-            self.writer = self._writer_factory(capture, self._count)
+            self.writer = self._writer_factory(capture, self._count, s3_factory=s3_client)
         self.rates = {r.name: rate for r in spec.routes if (rate := route_sample_rate(capture, r)) is not None}
         secret = os.environ.get(capture.key_variable)
         self._secret = secret.encode() if secret else None

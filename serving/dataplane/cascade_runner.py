@@ -105,9 +105,8 @@ class CascadeRunner:
             telemetry.target(result.target)
         headers = answer_headers(route.name, result.tier, result.tier_name, result.rejected)
         if capture is not None:
-            endpoint = route.tiers[result.tier - 1].endpoint
-            capture.tier(result.tier, result.tier_name, result.rejected,
-                         f"{endpoint.model} at {endpoint.url}" if endpoint else None)
+            endpoint = route.tiers[result.tier - 1].endpoint is not None
+            capture.tier(result.tier, result.tier_name, result.rejected, result.tier_name if endpoint else None)
             if result.status == 200:
                 capture.payload(result.payload)
         if result.status != 200:

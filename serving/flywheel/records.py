@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
+from serving.adapters.store import s3_client
 from serving.api.fields import DURATION_PATTERN, duration_seconds, parse_s3_uri
 from serving.api.problems import UserError
 from serving.policy.capture import partition_of, record_problem
@@ -61,11 +61,7 @@ class CaptureStore:
     """Thin boto3 layer over the capture layout."""
 
     def __init__(self, client=None):
-        if client is None:
-            import boto3
-
-            client = boto3.client("s3", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-        self.s3 = client
+        self.s3 = client or s3_client()
 
     def objects(self, src: str, route: str | None = None) -> list[dict]:
         """The objects under ``src`` (one route's only, with ``route``): S3's Key, LastModified and Size."""
@@ -110,44 +106,16 @@ class CaptureStore:
                 stats.skipped["objects that are not .jsonl.gz"] += 1
                 continue
             lines = self._lines(bucket, obj["Key"], stats)
-            if lines is None:
-                continue
-            stats.objects += 1
-            for line in lines:
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    stats.skipped["lines that are not JSON"] += 1
-                    continue
-                problem = record_problem(rec)
-                if problem is not None:
-                    stats.skipped["foreign records (" + problem.split(";")[0] + ")"] += 1
-                    continue
-                when = record_time(rec)
-                if since is not None and when is not None and when < since:
-                    continue
-                if route is not None and rec.get("route") != route:
-                    continue
-                stats.records += 1
-                yield rec
+            if lines is not None:
+                stats.objects += 1
+                yield from parse_records(lines, stats, since=since)
 
     def prune(self, src: str, older_than_s: int, *, now: datetime | None = None) -> int:
         """Delete the objects whose day (or, outside the layout, last change) is older than ``older_than_s``."""
         now = now or datetime.now(UTC)
         cutoff = now - timedelta(seconds=older_than_s)
         bucket, _ = parse_s3_uri(src)
-        doomed = []
-        for obj in self.objects(src):
-            _, day = partition_of(obj["Key"])
-            try:
-                # A day partition holds records up to its end: it is old once its last moment is.
-                end = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC) + timedelta(days=1) if day else None
-            except ValueError:
-                end = None
-            if (end or obj["LastModified"]) < cutoff:
-                doomed.append(obj["Key"])
+        doomed = [obj["Key"] for obj in self.objects(src) if expired(obj["Key"], obj["LastModified"], cutoff)]
         for i in range(0, len(doomed), 1000):
             self.s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in doomed[i:i + 1000]]})
         return len(doomed)
@@ -162,7 +130,7 @@ class CaptureStore:
             lines = self._lines(bucket, obj["Key"], ReadStats())
             if lines is None:
                 continue
-            kept = [line for line in lines if not _is_callers(line, caller_ids)]
+            kept = [line for line in lines if not is_callers(line, caller_ids)]
             if len(kept) == len(lines):
                 continue
             changed, removed = changed + 1, removed + len(lines) - len(kept)
@@ -174,7 +142,39 @@ class CaptureStore:
         return changed, removed
 
 
-def _is_callers(line: bytes, caller_ids: set[str]) -> bool:
+def parse_records(lines: list[bytes], stats: ReadStats, *, since: datetime | None = None) -> Iterator[dict]:
+    """The records in one object's lines (from ``since`` on); what is not a record is skipped and counted."""
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            stats.skipped["lines that are not JSON"] += 1
+            continue
+        problem = record_problem(rec)
+        if problem is not None:
+            stats.skipped["foreign records (" + problem.split(";")[0] + ")"] += 1
+            continue
+        when = record_time(rec)
+        if since is not None and when is not None and when < since:
+            continue
+        stats.records += 1
+        yield rec
+
+
+def expired(key: str, last_modified: datetime, cutoff: datetime) -> bool:
+    """Whether an object is older than ``cutoff``: by its day partition, else (outside the layout) its last change.
+    A day partition holds records up to its end, so it is old once its last moment is."""
+    _, day = partition_of(key)
+    try:
+        end = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC) + timedelta(days=1) if day else None
+    except ValueError:
+        end = None
+    return (end or last_modified) < cutoff
+
+
+def is_callers(line: bytes, caller_ids: set[str]) -> bool:
     try:
         return json.loads(line).get("callerId") in caller_ids
     except (ValueError, AttributeError):

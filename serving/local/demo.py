@@ -13,6 +13,7 @@ from pathlib import Path
 
 from serving.adapters.store import AdapterStore
 from serving.api import headers as h
+from serving.api.capture import SECRET_ENV
 from serving.api.fields import parse_s3_uri, version_label
 from serving.api.fleet import FleetSpec
 from serving.api.problems import UserError
@@ -53,6 +54,8 @@ def stage(spec: FleetSpec, summary: dict, store: AdapterStore) -> None:
     """
     buckets = {parse_s3_uri(b.source)[0] for b in spec.base_models if b.source.startswith("s3://")}
     buckets |= {parse_s3_uri(v.source)[0] for a in spec.adapters for v in a.versions}
+    if spec.capture is not None:
+        buckets.add(parse_s3_uri(spec.capture.destination)[0])
     for bucket in buckets:
         store.s3.create_bucket(Bucket=bucket)
     for base in spec.base_models:
@@ -131,7 +134,7 @@ def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, me
     from serving.local.serve import serve_until_stopped
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("SLMFLEET_CAPTURE_SECRET", CAPTURE_SECRET)  # before Ray starts: its workers inherit it
+    os.environ.setdefault(SECRET_ENV, CAPTURE_SECRET)  # before Ray starts: its workers inherit it
     spec = with_capture(load_fleet_file(fleet))
     summary = ensure_assets(assets)
     with local_s3() as s3_url:
@@ -159,7 +162,7 @@ def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, me
                   f"  {PII_PROMPT!r}\n"
                   "read the records (within about 10 s) with the demo's S3 environment:\n"
                   f"  export AWS_ENDPOINT_URL={s3_url} {' '.join(f'{k}={v}' for k, v in CREDENTIALS.items())} "
-                  f"SLMFLEET_CAPTURE_SECRET={os.environ['SLMFLEET_CAPTURE_SECRET']}\n"
+                  f"{SECRET_ENV}={os.environ[SECRET_ENV]}\n"
                   f"  .venv/bin/slm-fleet flywheel records {CAPTURES}/\n")
             print("try it:\n"
                   f"  curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' \\\n"

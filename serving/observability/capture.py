@@ -14,7 +14,6 @@ import asyncio
 import gzip
 import json
 import logging
-import os
 import time
 import uuid
 from collections import deque
@@ -33,13 +32,6 @@ Counter = Callable[[str, str, int], None]
 write_failed."""
 
 
-def default_s3():
-    import boto3
-
-    # Without a region boto3 refuses to sign; S3-compatible stores ignore the value (as the adapter store).
-    return boto3.client("s3", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-
-
 def default_redactor(spec: CaptureSpec):
     from serving.observability.redaction import Redactor
 
@@ -47,7 +39,8 @@ def default_redactor(spec: CaptureSpec):
 
 
 class CaptureWriter:
-    def __init__(self, spec: CaptureSpec, count: Counter, *, s3_factory=default_s3, redactor_factory=default_redactor):
+    def __init__(self, spec: CaptureSpec, count: Counter, *, s3_factory: Callable, redactor_factory=default_redactor):
+        """``s3_factory()`` makes the boto3 client, in the worker thread on first write."""
         self.spec, self.count = spec, count
         self.bucket, self.prefix = parse_s3_uri(spec.destination)
         self._s3_factory, self._redactor_factory = s3_factory, redactor_factory
@@ -70,10 +63,6 @@ class CaptureWriter:
         if len(self._queue) >= self.spec.batch_size:
             self._wake.set()
         return True
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
 
     async def _run(self) -> None:
         while not self._closed:
@@ -153,6 +142,7 @@ class RequestCapture:
                  caller_id: str | None, via: str | None = None, cls: str | None = None):
         self.writer, self.call = writer, call
         self.fields = {"route": route, "policy": policy, "call": call, "via": via, "cls": cls, "caller": caller_id}
+        """What ``record`` takes that is known when the request arrives."""
         self.request = request_part(body)
         self.by = AnsweredBy()
         self.escalations: list[dict] = []
@@ -175,8 +165,6 @@ class RequestCapture:
             self.streamed.feed(chunk)
 
     def finish(self, status: int, input_tokens: int, output_tokens: int, latency_s: float) -> None:
-        f = self.fields
-        self.writer.submit(record(route=f["route"], policy=f["policy"], call=f["call"], request=self.request,
-                                  answer=self.answer or self.streamed.part(), answered_by=self.by, status=status,
-                                  input_tokens=input_tokens, output_tokens=output_tokens, latency_s=latency_s,
-                                  caller=f["caller"], via=f["via"], cls=f["cls"], escalations=self.escalations))
+        self.writer.submit(record(**self.fields, request=self.request, answer=self.answer or self.streamed.part(),
+                                  answered_by=self.by, status=status, input_tokens=input_tokens,
+                                  output_tokens=output_tokens, latency_s=latency_s, escalations=self.escalations))

@@ -16,6 +16,7 @@ import uuid
 import boto3
 import pytest
 
+from serving.adapters.store import s3_client
 from serving.api.capture import CaptureSpec
 from serving.flywheel.records import CaptureStore, ReadStats
 from serving.observability.capture import CaptureWriter
@@ -53,7 +54,7 @@ def test_writer_drops_beyond_its_queue_and_never_writes_an_unredacted_record(s3)
         return {**rec, "redacted": True}
 
     spec = CaptureSpec(destination=f"s3://{BUCKET}/{prefix}", queue_size=5, batch_size=100, flush_interval="10s")
-    writer = CaptureWriter(spec, lambda *c: counts.append(c), redactor_factory=lambda _: redact)
+    writer = CaptureWriter(spec, lambda *c: counts.append(c), s3_factory=s3_client, redactor_factory=lambda _: redact)
 
     async def go():
         accepted = [writer.submit(_record(text="fail raw secret" if i == 2 else f"n{i}")) for i in range(8)]
@@ -73,7 +74,8 @@ def test_records_read_back_skipping_foreign_objects_and_forget_one_caller(s3):
     prefix = f"read-{uuid.uuid4().hex[:8]}"
     src = f"s3://{BUCKET}/{prefix}"
     secret = b"k"
-    writer = CaptureWriter(CaptureSpec(destination=src), lambda *c: None, redactor_factory=lambda _: dict)
+    writer = CaptureWriter(CaptureSpec(destination=src), lambda *c: None, s3_factory=s3_client,
+                           redactor_factory=lambda _: dict)
 
     async def go():
         for i in range(6):
