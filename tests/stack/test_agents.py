@@ -16,7 +16,14 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from serving.local.demo_assets import DEMO_REQUEST, DEMO_TOOLS, is_expected_call, run_demo_tool, tool_requests
+from serving.local.demo_assets import (
+    DEMO_REQUEST,
+    DEMO_REQUESTS,
+    DEMO_TOOLS,
+    is_expected_call,
+    run_demo_tool,
+    tool_requests,
+)
 from serving.policy.checks import tool_call_problem
 from tests.stack.test_telemetry import moved, ray, scrape
 
@@ -156,16 +163,19 @@ def test_tool_calls_stream_as_deltas(agent_fleet, openai_client):
     assert (name, json.loads(arguments), finish) == (whole.name, json.loads(whole.arguments), "tool_calls")
 
 
-@pytest.mark.parametrize("tool_choice,name", [
-    ("required", None),
-    ({"type": "function", "function": {"name": "convert_units"}}, "convert_units"),
+# The named choice asks for the conversion in the toy language: forced to a tool the prompt does not
+# ask for, the tiny model may write digits of its integer argument until max_tokens (the grammar
+# allows any length), which is the model's doing and not what this test is about.
+@pytest.mark.parametrize("tool_choice,name,messages", [
+    ("required", None, WEATHER_ASK),
+    ({"type": "function", "function": {"name": "convert_units"}}, "convert_units", DEMO_REQUESTS[1]["messages"]),
 ])
-def test_tool_choice_required_and_named(agent_fleet, openai_client, tool_choice, name):
-    answer = ask_tools(openai_client, tool_choice=tool_choice).parse()
+def test_tool_choice_required_and_named(agent_fleet, openai_client, tool_choice, name, messages):
+    answer = ask_tools(openai_client, messages=messages, tool_choice=tool_choice).parse()
     calls = answer.choices[0].message.tool_calls
     assert calls, answer
     assert tool_call_problem(answer.choices[0].message.model_dump(exclude_none=True),
-                             {"messages": WEATHER_ASK, "tools": DEMO_TOOLS, "tool_choice": tool_choice}) is None
+                             {"messages": messages, "tools": DEMO_TOOLS, "tool_choice": tool_choice}) is None
     if name:
         assert calls[0].function.name == name
 
