@@ -165,3 +165,58 @@ _ReviewDumper.add_representer(str, _str)
 
 def rayservice_yaml(rayservice: dict) -> str:
     return yaml.dump(rayservice, Dumper=_ReviewDumper, sort_keys=False, width=120)
+
+
+def training_entrypoint(*, dataset: str, base_source: str, adapter: str, version: str, to: str,
+                        settings: dict) -> str:
+    """The `slm-fleet flywheel train` command line the RayJob runs (in Ray Train, on the cluster)."""
+    import shlex
+
+    flags = {"rank": settings["rank"], "alpha": settings["alpha"], "lr": settings["learning_rate"],
+             "batch-size": settings["batch_size"], "max-length": settings["max_length"], "seed": settings["seed"]}
+    if settings.get("steps"):
+        flags["steps"] = settings["steps"]
+    else:
+        flags["epochs"] = settings["epochs"]
+    args = ["slm-fleet", "flywheel", "train", dataset, "--base", base_source, "--adapter", adapter,
+            "--version", version, "--to", to, "--ray-train", "--quiet"]
+    for flag, value in flags.items():
+        args += [f"--{flag}", str(value)]
+    return shlex.join(args)
+
+
+def render_training_rayjob(*, name: str, namespace: str, settings: OperatorSettings, entrypoint: str,
+                           gpus: int = 1) -> dict:
+    """A KubeRay RayJob that trains one adapter version with Ray Train on a cluster of its own (a head and
+    one training worker, deleted when the job ends)."""
+    worker_cpu = "4"
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
+        "spec": {
+            "entrypoint": entrypoint,
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": 600,
+            "backoffLimit": 0,
+            "rayClusterSpec": {
+                "rayVersion": settings.ray_version,
+                "headGroupSpec": {
+                    "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                    "template": {"spec": _pod_spec(_container("ray-head", settings, cpu=settings.head_cpu,
+                                                              memory=settings.head_memory), settings)},
+                },
+                "workerGroupSpecs": [{
+                    "groupName": "train",
+                    "replicas": 1, "minReplicas": 1, "maxReplicas": 1,
+                    "rayStartParams": {},
+                    "template": {"spec": _pod_spec(_container("ray-worker", settings, cpu=worker_cpu,
+                                                              memory=settings.worker_memory, gpu=gpus), settings)},
+                }],
+            },
+        },
+    }
+
+
+def rayjob_yaml(rayjob: dict) -> str:
+    return yaml.dump(rayjob, Dumper=_ReviewDumper, sort_keys=False, width=120)

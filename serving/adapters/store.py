@@ -122,8 +122,11 @@ class AdapterStore:
                         if o["Key"].rsplit("/", 1)[-1] != MANIFEST_NAME)
         return hashlib.sha256(json.dumps(listed).encode()).hexdigest()
 
-    def push(self, directory: str | Path, *, adapter: str, version: str, to: str) -> StoredAdapter:
-        """Upload a PEFT adapter directory as ``<to>/<adapter>/<version>/``; versions are immutable."""
+    def push(self, directory: str | Path, *, adapter: str, version: str, to: str,
+             lineage: dict | None = None) -> StoredAdapter:
+        """Upload a PEFT adapter directory as ``<to>/<adapter>/<version>/``; versions are immutable.
+
+        ``lineage`` (what the flywheel trained it from) is kept in the version's manifest."""
         directory = Path(directory)
         meta = check_adapter_dir(directory)
         bucket, prefix = parse_s3_uri(to)
@@ -138,6 +141,8 @@ class AdapterStore:
         self.upload_dir(directory, uri, names=names)
         manifest = {"adapter": adapter, "version": version, "sha256": sha, "files": names,
                     "baseModel": meta.base_model, "rank": meta.rank}
+        if lineage is not None:
+            manifest["lineage"] = lineage
         # Written last: a version without its manifest is an interrupted push, not a version.
         self._call(f"writing {MANIFEST_NAME} to {uri}", self.s3.put_object, Bucket=bucket,
                    Key=f"{key_prefix}/{MANIFEST_NAME}", Body=json.dumps(manifest, indent=2).encode())
@@ -164,6 +169,21 @@ class AdapterStore:
             out.append(StoredAdapter(m["adapter"], m["version"], _join(bucket, key.rsplit("/", 1)[0]),
                                      m.get("sha256"), m.get("baseModel"), m.get("rank")))
         return sorted(out, key=lambda s: (s.adapter, s.version))
+
+    def read_manifest(self, source: str) -> dict:
+        """The manifest ``push`` wrote for the version at ``source`` (sha256, files, base, lineage)."""
+        bucket, prefix = parse_s3_uri(source)
+        key = f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME
+        body = self._call(f"reading {source}/{MANIFEST_NAME} (was it pushed with `slm-fleet adapters push` or "
+                          "`flywheel train`?)", self.s3.get_object, Bucket=bucket, Key=key)
+        return json.loads(body["Body"].read())
+
+    def write_manifest(self, source: str, manifest: dict) -> None:
+        """Rewrite a version's manifest (``flywheel propose`` adds the threshold it passed to the lineage)."""
+        bucket, prefix = parse_s3_uri(source)
+        key = f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME
+        self._call(f"writing {source}/{MANIFEST_NAME}", self.s3.put_object, Bucket=bucket, Key=key,
+                   Body=json.dumps(manifest, indent=2).encode())
 
     def read_config(self, source: str) -> AdapterMeta:
         """The adapter_config.json under ``source``, parsed; errors say what is missing where."""

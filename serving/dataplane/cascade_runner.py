@@ -106,7 +106,8 @@ class CascadeRunner:
         headers = answer_headers(route.name, result.tier, result.tier_name, result.rejected)
         if capture is not None:
             endpoint = route.tiers[result.tier - 1].endpoint is not None
-            capture.tier(result.tier, result.tier_name, result.rejected, result.tier_name if endpoint else None)
+            capture.tier(result.tier, result.tier_name, result.rejected, result.tier_name if endpoint else None,
+                         last=result.tier == len(route.tiers))
             if result.status == 200:
                 capture.payload(result.payload)
         if result.status != 200:

@@ -152,8 +152,8 @@ class RequestCapture:
     def target(self, base_model: str, adapter: str | None, version: str | None) -> None:
         self.by.base_model, self.by.adapter, self.by.version = base_model, adapter, version
 
-    def tier(self, n: int, name: str, rejected: list[dict], endpoint: str | None) -> None:
-        self.by.tier, self.by.tier_name, self.by.endpoint = n, name, endpoint
+    def tier(self, n: int, name: str, rejected: list[dict], endpoint: str | None, *, last: bool) -> None:
+        self.by.tier, self.by.tier_name, self.by.endpoint, self.by.last_tier = n, name, endpoint, last
         self.escalations = list(rejected)
 
     def payload(self, payload: dict | None) -> None:

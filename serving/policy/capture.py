@@ -134,10 +134,13 @@ class AnsweredBy:
     endpoint: str | None = None
     tier: int | None = None
     tier_name: str | None = None
+    last_tier: bool | None = None
+    """A cascade's answer: whether its last tier (the teacher) gave it; None outside cascades."""
 
     def part(self) -> dict:
-        return {"tier": self.tier, "tierName": self.tier_name, "baseModel": self.base_model or None,
-                "adapter": self.adapter or None, "version": self.version or None, "endpoint": self.endpoint}
+        return {"tier": self.tier, "tierName": self.tier_name, "lastTier": self.last_tier,
+                "baseModel": self.base_model or None, "adapter": self.adapter or None,
+                "version": self.version or None, "endpoint": self.endpoint}
 
 
 def record(*, route: str, policy: str, call: str, request: dict, answer: dict, answered_by: AnsweredBy, status: int,

@@ -162,6 +162,7 @@ def test_the_router_captures_redacted_records_of_every_policy(capturing, client)
     assert stream["answer"]["text"] and stream["tokens"]["output"] > 0 and stream["call"] == "chat"
     assert cascade["policy"] == "cascade" and cascade["escalated"] and cascade["answeredBy"]["tier"] == 2
     assert cascade["escalations"][0]["tier"] == 1 and cascade["answeredBy"]["baseModel"] == "tiny-llama"
+    assert cascade["answeredBy"]["lastTier"] is True
     assert cascade["callerId"] == caller_id(CAPTURE_SECRET.encode(), "key:sk-live-123")
 
     raw = b"".join(raw_objects(src.split("/", 3)[3]))

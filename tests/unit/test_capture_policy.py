@@ -113,8 +113,8 @@ def test_a_record_keeps_no_key_header_or_raw_user():
     assert rec["schemaVersion"] == 1 and set(rec) == RECORD_KEYS and record_problem(rec) is None
     assert rec["time"] == "2026-12-02T10:00:00.000Z" and rec["latencyMs"] == 12.3 and rec["tenant"] is None
     assert rec["answer"] == {"text": "ok", "toolCalls": [], "finishReason": "stop"}
-    assert rec["answeredBy"] == {"tier": None, "tierName": None, "baseModel": "tiny", "adapter": "json",
-                                 "version": "v1", "endpoint": None}
+    assert rec["answeredBy"] == {"tier": None, "tierName": None, "lastTier": None, "baseModel": "tiny",
+                                 "adapter": "json", "version": "v1", "endpoint": None}
     assert "sk-x" not in repr(rec) and "alice" not in repr(rec)
 
 
