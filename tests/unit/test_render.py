@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import shlex
+from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 
@@ -11,14 +13,22 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 from ray.serve.schema import ServeDeploySchema
 
-from operators.render import rayservice_yaml, render_rayservice
+from operators.render import (
+    rayjob_yaml,
+    rayservice_yaml,
+    render_rayservice,
+    render_training_rayjob,
+    training_entrypoint,
+)
 from operators.settings import OperatorSettings
 from serving.api.documents import load_fleet_file
 from serving.api.fleet import FleetSpec
+from serving.flywheel.training import TrainSettings
 from tests.unit.fleets import fleet
 
 ROOT = Path(__file__).parents[2]
 KUBERAY_CRD = ROOT / "tests" / "data" / "kuberay" / "ray.io_rayservices.yaml"  # see its README
+KUBERAY_RAYJOB_CRD = ROOT / "tests" / "data" / "kuberay" / "ray.io_rayjobs.yaml"
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
 FULL = OperatorSettings(ray_image="registry.test/serving:1", s3_endpoint_url="http://minio.storage:9000",
                         s3_credentials_secret="bucket-creds", ray_service_account="fleet-reader",
@@ -39,16 +49,16 @@ def _closed(node):
 
 
 @cache
-def kuberay_validator() -> OAS30Validator:
-    if not KUBERAY_CRD.is_file():
-        pytest.fail(f"KubeRay's RayService CRD is missing at {KUBERAY_CRD}")
-    crd = yaml.safe_load(KUBERAY_CRD.read_text())
+def kuberay_validator(path: Path = KUBERAY_CRD) -> OAS30Validator:
+    if not path.is_file():
+        pytest.fail(f"KubeRay's CRD is missing at {path}")
+    crd = yaml.safe_load(path.read_text())
     (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return OAS30Validator(_closed(copy.deepcopy(v1["schema"]["openAPIV3Schema"])))
 
 
-def kuberay_errors(rayservice: dict) -> list[str]:
-    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in kuberay_validator().iter_errors(rayservice)]
+def kuberay_errors(obj: dict, crd: Path = KUBERAY_CRD) -> list[str]:
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in kuberay_validator(crd).iter_errors(obj)]
 
 
 def gpu_fleet() -> FleetSpec:
@@ -137,3 +147,20 @@ def test_schema_check_catches_a_broken_rayservice():
     errors = kuberay_errors(rs)
     assert any("workerGroupSpecs.0" in e and "'gpus' was unexpected" in e for e in errors), errors
     assert any("workerGroupSpecs.1.maxReplicas" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("settings", [OperatorSettings(), FULL], ids=["defaults", "s3-and-account"])
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_training_rayjob_is_valid_for_kuberay(settings, gpus):
+    entrypoint = training_entrypoint(dataset="s3://b/d", base_source="s3://b/models/tiny", adapter="a", version="v2",
+                                     to="s3://b/adapters", settings=asdict(TrainSettings(steps=300)))
+    job = render_training_rayjob(name="train-a-v2", namespace="ml", settings=settings, entrypoint=entrypoint,
+                                 gpus=gpus)
+    assert kuberay_errors(job, KUBERAY_RAYJOB_CRD) == []
+    assert yaml.safe_load(rayjob_yaml(job)) == job
+    args = shlex.split(job["spec"]["entrypoint"])
+    assert args[:4] == ["slm-fleet", "flywheel", "train", "s3://b/d"] and "--ray-train" in args
+    assert args[args.index("--steps") + 1] == "300" and "--epochs" not in args
+    worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert ("nvidia.com/gpu" in worker["resources"]["limits"]) is bool(gpus)
+    assert job["spec"]["shutdownAfterJobFinishes"] is True

@@ -1,0 +1,241 @@
+"""``make flywheel``: the LLM-to-SLM loop closed for real in the demo world, each step a `slm-fleet` command.
+
+The world: route ``assistant`` is a cascade. Its first tier is route ``assistant-small``, adapter
+``assistant@v1`` (the demo's shout adapter: it shouts words back, and cannot call tools); its last
+tier is the teacher (``serving.local.teacher``, the stand-in for a hosted large model), which does
+both. The tier's checks are the route's contract: a tool request needs a well-formed call of an
+offered tool (toolCall), words need to come back in upper case (a regex). Traffic is both tasks, so
+every tool request escalates. Capture is on for ``assistant``; the loop then runs
+
+    records -> clusters -> dataset -> train -> evaluate -> propose -> canary (served, promoted)
+
+and measures, on held-out prompts of each task sent to ``assistant-eval`` (the same cascade with
+capture off, so measuring never feeds the training set), the share the first tier answers before and
+after. ``run_loop`` returns those figures (the flywheel benchmark reads them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from serving.adapters.store import AdapterStore
+from serving.api.capture import SECRET_ENV
+from serving.local.demo import CAPTURE_SECRET, ensure_assets
+from serving.local.demo_assets import BASE_NAME, WORDS, tool_requests
+from serving.local.ports import free_port
+from serving.local.s3 import local_s3
+from serving.local.teacher import MODEL, TeacherServer
+
+BUCKET = "slmfleet-demo"
+CAPTURES = f"s3://{BUCKET}/flywheel/captures"
+WORK = f"s3://{BUCKET}/flywheel"
+ADAPTERS = f"s3://{BUCKET}/adapters"
+WORD_CHECK = r"^ ?[A-Z]+( [A-Z]+)*$"
+TASKS = ("words", "tools")
+
+
+def fleet_document(teacher_url: str) -> dict:
+    """The loop's fleet (a ModelFleet manifest), its cascade's last tier at ``teacher_url``."""
+    cascade = lambda capture: {  # noqa: E731 - the served route and its capture-off twin differ only there
+        "policy": "cascade", "capture": {"enabled": capture},
+        "tiers": [{"route": "assistant-small", "checks": {"toolCall": True, "regex": WORD_CHECK}},
+                  {"endpoint": {"url": teacher_url, "model": MODEL}, "costPer1kTokens": 10}]}
+    return {"apiVersion": "slmfleet.io/v1alpha1", "kind": "ModelFleet", "metadata": {"name": "flywheel"}, "spec": {
+        "baseModels": [{"name": BASE_NAME, "source": f"s3://{BUCKET}/models/{BASE_NAME}", "engine": {
+            "maxLoras": 2, "maxLoraRank": 8, "maxModelLen": 256, "dtype": "float32", "enforceEager": True,
+            "toolCallParser": "hermes", "toolStrictLevel": "parameter"},
+            "resources": {"cpu": 1}, "autoscaling": {"minReplicas": 1, "maxReplicas": 1}}],
+        "adapters": [{"name": "assistant", "baseModel": BASE_NAME,
+                      "versions": [{"version": "v1", "source": f"{ADAPTERS}/assistant/v1"}]}],
+        "routes": [
+            {"name": "assistant-small", "description": "The small specialist alone.",
+             "targets": [{"adapter": "assistant", "version": "v1"}]},
+            {"name": "assistant", "description": "The small specialist first, the teacher when it cannot.",
+             **cascade(True)},
+            {"name": "assistant-eval", "description": "The same cascade, never captured (the loop measures on it).",
+             **cascade(False)},
+        ],
+        "capture": {"destination": CAPTURES, "sampleRate": 1, "flushInterval": "2s"},
+    }}
+
+
+def word_asks(n: int, seed: str) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"messages": [{"role": "user", "content": " ".join(rng.sample(WORDS, rng.randint(1, 3)))}]}
+            for _ in range(n)]
+
+
+def tool_asks(n: int, seed: int) -> list[dict]:
+    return [{"messages": r["messages"], "tools": r["tools"]} for r in tool_requests("train", n, seed=seed)]
+
+
+def traffic(n: int, seed: int) -> list[tuple[str, dict]]:
+    """``n`` requests of each task, interleaved."""
+    return [pair for w, t in zip(word_asks(n, f"loop:{seed}"), tool_asks(n, seed)) for pair in (("words", w),
+                                                                                                 ("tools", t))]
+
+
+def ask(http: httpx.Client, url: str, route: str, body: dict) -> dict:
+    r = http.post(f"{url}/chat/completions", json={"model": route, "max_tokens": 48, "temperature": 0, **body},
+                  timeout=120)
+    return {"status": r.status_code, "tier": r.headers.get("x-slmfleet-tier"),
+            "adapter": r.headers.get("x-slmfleet-adapter"), "version": r.headers.get("x-slmfleet-version")}
+
+
+def first_tier_share(http: httpx.Client, url: str, asks: list[dict]) -> float:
+    answers = [ask(http, url, "assistant-eval", a) for a in asks]
+    return round(sum(a["status"] == 200 and a["tier"] == "1" for a in answers) / len(answers), 4)
+
+
+class Step:
+    """Runs and prints `slm-fleet` commands, as a user would type them."""
+
+    def __init__(self, env: dict, log=print):
+        self.env, self.log = env, log
+
+    def __call__(self, *args: str, quiet: bool = False) -> str:
+        self.log(f"\n$ slm-fleet {shlex.join(args)}")
+        started = time.perf_counter()
+        done = subprocess.run([str(Path(sys.executable).parent / "slm-fleet"), *args], env=self.env, text=True,
+                              capture_output=True)
+        lines = (done.stdout + ("" if quiet else done.stderr)).splitlines()
+        lines = [line if len(line) <= 160 else line[:157] + "..." for line in lines]
+        shown = "\n".join(lines if len(lines) <= 40 else [*lines[:3], "...", *lines[-3:]])
+        self.log(shown.rstrip())
+        if done.returncode != 0:
+            raise RuntimeError(f"`slm-fleet {shlex.join(args)}` failed ({done.returncode}): {done.stderr[-2000:]}")
+        self.log(f"  ({time.perf_counter() - started:.1f} s)")
+        return done.stdout
+
+
+def wait_ready(http: httpx.Client, url: str, proc: subprocess.Popen, timeout_s: float = 900) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"slm-fleet serve exited ({proc.returncode}); see its output above")
+        try:
+            if http.get(f"{url}/models", timeout=5).status_code == 200 and ask(
+                    http, url, "assistant-small", word_asks(1, "ready")[0])["status"] == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(3)
+    raise RuntimeError("the fleet did not come up in time")
+
+
+def rollout_of(http: httpx.Client, control: str, route: str) -> dict:
+    try:
+        return next((s for s in http.get(f"{control}/rollouts", timeout=10).json() if s["route"] == route), {})
+    except (httpx.HTTPError, ValueError):
+        return {}
+
+
+def run_loop(*, workdir: str | Path = ".flywheel", assets: str | Path = ".demo/assets", n_traffic: int = 120,
+             n_held_out: int = 20, train_steps: int = 400, log=print) -> dict:
+    """Close the loop once; returns its figures (see the flywheel benchmark)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    summary = ensure_assets(assets)
+    figures: dict = {}
+    held_out = {"words": word_asks(n_held_out, "held-out"), "tools": tool_asks(n_held_out, 10_000)}
+    with local_s3() as s3_url, TeacherServer() as teacher_url:
+        store = AdapterStore()
+        store.s3.create_bucket(Bucket=BUCKET)
+        store.upload_dir(summary["base"], f"s3://{BUCKET}/models/{BASE_NAME}")
+        store.push(summary["adapters"]["shout"], adapter="assistant", version="v1", to=ADAPTERS)
+        fleet = workdir / "fleet.yaml"
+        fleet.write_text(yaml.safe_dump(fleet_document(teacher_url), sort_keys=False))
+        env = {**os.environ, SECRET_ENV: os.environ.get(SECRET_ENV, CAPTURE_SECRET),
+               "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+               "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+        step = Step(env, log)
+        port, control_port = free_port(), free_port()
+        url, control = f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{control_port}"
+        log(f"local S3 at {s3_url}; the teacher (the large model's stand-in) at {teacher_url}\n"
+            f"$ slm-fleet serve {fleet} --port {port} --control-port {control_port} --rollout-tick 2")
+        serve_log = open(workdir / "serve.log", "w")
+        serve = subprocess.Popen([str(Path(sys.executable).parent / "slm-fleet"), "serve", str(fleet), "--port",
+                                  str(port), "--control-port", str(control_port), "--rollout-tick", "2"],
+                                 env=env, stdout=serve_log, stderr=subprocess.STDOUT)
+        try:
+            with httpx.Client() as http:
+                wait_ready(http, url, serve)
+                figures["first_tier_share_before"] = first_tier_share(http, url, held_out["tools"])
+                figures["first_tier_share_other_tasks_before"] = first_tier_share(http, url, held_out["words"])
+                log(f"fleet up; first tier answers {figures['first_tier_share_before']:.0%} of held-out tool "
+                    f"requests and {figures['first_tier_share_other_tasks_before']:.0%} of held-out word requests")
+                sent = [ask(http, url, "assistant", body) for _, body in traffic(n_traffic, seed=1)]
+                log(f"sent {len(sent)} requests to route 'assistant' (half words, half tool calls); "
+                    f"{sum(s['tier'] == '2' for s in sent)} escalated to the teacher")
+                time.sleep(5)  # the capture writer flushes every 2 s here
+                step("flywheel", "records", CAPTURES, "--route", "assistant", quiet=True)
+                step("flywheel", "clusters", CAPTURES, "--route", "assistant", "--to", f"{WORK}/clusters")
+                dataset = f"{WORK}/datasets/assistant-1"
+                step("flywheel", "dataset", CAPTURES, "--route", "assistant", "--answers", "accepted", "--to", dataset)
+                started = time.perf_counter()
+                step("flywheel", "train", dataset, "--base", BASE_NAME, "--fleet", str(fleet), "--adapter",
+                     "assistant", "--version", "v2", "--to", ADAPTERS, "--lr", "5e-3", "--steps", str(train_steps),
+                     "--batch-size", "16", "--quiet")
+                figures["train_seconds"] = round(time.perf_counter() - started, 1)
+                evaluation = f"{dataset}/evaluation-assistant-v2.json"
+                step("flywheel", "evaluate", dataset, "--candidate", "assistant@v2", "--fleet", str(fleet))
+                step("flywheel", "propose", str(fleet), "--candidate", "assistant@v2", "--evaluation", evaluation,
+                     "--interval", "10s", "--steps", "50", "100")
+                figures["promoted"] = canary(http, url, control, log)
+                step("rollout", "status", "--control", control)
+                figures["first_tier_share_after"] = first_tier_share(http, url, held_out["tools"])
+                figures["first_tier_share_other_tasks_after"] = first_tier_share(http, url, held_out["words"])
+        finally:
+            serve.terminate()
+            try:
+                serve.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+            serve_log.close()
+    log(f"\nheld-out tool requests answered by the first tier: {figures['first_tier_share_before']:.0%} before, "
+        f"{figures['first_tier_share_after']:.0%} after; word requests: "
+        f"{figures['first_tier_share_other_tasks_before']:.0%} before, "
+        f"{figures['first_tier_share_other_tasks_after']:.0%} after; promoted: {figures['promoted']}")
+    (workdir / "figures.json").write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+def canary(http: httpx.Client, url: str, control: str, log, timeout_s: float = 600) -> bool:
+    """Send the route's traffic while the canary rolls out; True once it is promoted."""
+    deadline, seed, last = time.monotonic() + timeout_s, 100, None
+    log("\nserving traffic while the canary of assistant@v2 rolls out on assistant-small...")
+    while time.monotonic() < deadline:
+        status = rollout_of(http, control, "assistant-small")
+        phase = status.get("phase")
+        if (phase, status.get("weight")) != last and phase:
+            last = (phase, status.get("weight"))
+            log(f"  rollout: {phase} at {status.get('weight')}% {status.get('reason', '')}".rstrip())
+        if phase in ("Promoted", "RolledBack", "Aborted", "Failed"):
+            return phase == "Promoted"
+        for _, body in traffic(5, seed):
+            ask(http, url, "assistant", body)
+        seed += 1
+    return False
+
+
+def main() -> int:
+    try:
+        run_loop()
+    except RuntimeError as err:
+        print(f"\nthe loop stopped: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The pure parts of evaluate and propose, and the demo world's teacher."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from serving.api.documents import fleet_from_document
+from serving.api.fleet import FleetSpec
+from serving.api.problems import UserError
+from serving.api.routes import TierChecks
+from serving.flywheel.evaluation import answer_key, first_tier, judge, parse_answer, scores
+from serving.flywheel.proposals import probe_of, propose
+from serving.flywheel.training import TrainSettings
+from serving.local.flywheel_loop import fleet_document
+from serving.local.teacher import teacher_message
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+CHECKS = TierChecks(tool_call=True, regex=r"^ ?[A-Z]+( [A-Z]+)*$")
+
+
+def chat(content, answer, **extra):
+    return {"messages": [{"role": "user", "content": content}, answer], **extra}
+
+
+CALL = {"role": "assistant", "content": None, "tool_calls": [
+    {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "paris"}'}}]}
+
+
+@pytest.mark.parametrize("raw,example,expected", [
+    (" RED FOX", chat("red fox", {"role": "assistant", "content": " RED FOX"}), (True, True)),
+    (" RED FIX", chat("red fox", {"role": "assistant", "content": " RED FOX"}), (True, False)),
+    (" red fox", chat("red fox", {"role": "assistant", "content": " RED FOX"}), (False, False)),
+    ('<tool_call>{"name": "get_weather", "arguments": {"city": "paris"}}</tool_call>',
+     chat('"get" {"city": "paris"}', CALL, tools=TOOLS), (True, True)),
+    ('<tool_call>{"name": "get_weather", "arguments": {"city": "rome"}}</tool_call>',
+     chat('"get" {"city": "paris"}', CALL, tools=TOOLS), (True, False)),
+    ('<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>',
+     chat('"get" {"city": "paris"}', CALL, tools=TOOLS), (False, False)),  # city is required
+    (" PARIS", chat('"get" {"city": "paris"}', CALL, tools=TOOLS), (False, False)),  # words where a call is due
+])
+def test_judge_by_the_checks_and_by_agreement(raw, example, expected):
+    assert judge(example, parse_answer(raw, "chat"), CHECKS) == expected
+
+
+def test_agreement_ignores_argument_order_and_spacing():
+    a = {"tool_calls": [{"function": {"name": "f", "arguments": '{"a": 1, "b": 2}'}}]}
+    b = {"tool_calls": [{"function": {"name": "f", "arguments": '{"b":2,"a":1}'}}]}
+    assert answer_key(a) == answer_key(b) != answer_key({"content": "f"})
+    assert answer_key({"content": " RED  FOX "}) == answer_key({"content": "RED FOX"})
+    assert scores([(True, True), (True, False), (False, False), (True, True)]) == {
+        "examples": 4, "passShare": 0.75, "agreement": 0.5}
+
+
+def test_first_tier_follows_a_tier_route_to_its_adapter():
+    spec = fleet_from_document(fleet_document("http://127.0.0.1:1/v1"), source="loop")
+    route, tier, adapter, version = first_tier(spec, "assistant")
+    assert (route.name, tier.route, adapter, version) == ("assistant", "assistant-small", "assistant", "v1")
+    with pytest.raises(UserError, match="is a split route; evaluate judges a cascade"):
+        first_tier(spec, "assistant-small")
+    with pytest.raises(UserError, match="no route 'nope'"):
+        first_tier(spec, "nope")
+
+
+def test_propose_adds_the_version_and_a_canary_with_probes():
+    doc = fleet_document("http://127.0.0.1:1/v1")
+    probes = [probe_of(chat('"get" {"city": "paris"}', CALL, tools=TOOLS), CHECKS, 32),
+              probe_of(chat("red fox", {"role": "assistant", "content": " RED FOX"}), CHECKS, 32)]
+    assert probes[0]["toolCall"] is True and probes[0]["tools"] == TOOLS and probes[0]["messages"][-1]["role"] == "user"
+    assert probes[1]["regex"] == CHECKS.regex and "toolCall" not in probes[1]
+    new = propose(doc, canary_route="assistant-small", adapter="assistant", version="v2",
+                  source="s3://slmfleet-demo/adapters/assistant/v2", sha256="a" * 64, probes=probes,
+                  interval="10s", steps=[50, 100])
+    spec = fleet_from_document(new, source="proposal")
+    small = next(r for r in spec.routes if r.name == "assistant-small")
+    canary = small.strategy.canary
+    assert (canary.version, canary.steps, canary.interval) == ("v2", [50, 100], "10s")
+    assert len(canary.analysis.probes.prompts) == 2
+    assert [v.version for v in spec.adapters[0].versions] == ["v1", "v2"]
+    assert "strategy" not in doc["spec"]["routes"][0]  # the input is not changed
+    with pytest.raises(UserError, match="already declares version 'v2'"):
+        propose(new, canary_route="assistant-small", adapter="assistant", version="v2", source="s3://bucket/x",
+                sha256=None, probes=[])
+    again = propose(new, canary_route="assistant", adapter="assistant", version="v3", source="s3://bucket/x",
+                    sha256=None, probes=[])
+    with pytest.raises(Exception, match="canary rollouts apply to split routes"):
+        FleetSpec.model_validate(again["spec"])
+
+
+def test_a_probe_needs_a_check_that_applies():
+    assert probe_of(chat("hi", {"role": "assistant", "content": "x"}), TierChecks(min_mean_logprob=-1), 8) is None
+
+
+@pytest.mark.parametrize("body,expected", [
+    ({"messages": [{"role": "user", "content": "red  fox"}]}, {"role": "assistant", "content": " RED FOX"}),
+    ({"messages": [{"role": "user", "content": '"get" {"city": "paris"}'}], "tools": TOOLS},
+     {"role": "assistant", "content": None, "tool_calls": [{"id": "call_teacher", "type": "function", "function": {
+         "name": "get_weather", "arguments": json.dumps({"city": "paris"})}}]}),
+    ({"messages": [{"role": "user", "content": '"put" {"city": "paris"}'}], "tools": TOOLS},
+     {"role": "assistant", "content": ' "PUT" {"CITY": "PARIS"}'}),  # no such tool: words
+])
+def test_the_teacher_answers_both_tasks(body, expected):
+    assert teacher_message(body) == expected
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"rank": 0}, "--rank must be at least 1"),
+    ({"learning_rate": 0}, "--lr must be above 0"),
+    ({"epochs": 0}, "--epochs must be above 0"),
+    ({"steps": 0}, "--steps must be at least 1"),
+])
+def test_train_settings_problems(change, message):
+    assert message in TrainSettings(**change).problems()
