@@ -297,5 +297,12 @@ def agents(stack, *, handled: int = 64, unhandled: int = 24, concurrency: int = 
     }
 
 
+def flywheel(stack) -> dict:
+    """PII kept out of S3, capture's cost per request, and the flywheel loop closed (load_tests/bench/flywheel.py)."""
+    from load_tests.bench.flywheel import flywheel as run
+
+    return run(stack)
+
+
 STACK_BENCHMARKS = {"router_overhead": router_overhead, "multi_adapter": multi_adapter, "cold_load": cold_load,
-                    "affinity": affinity, "cascade": cascade, "agents": agents}
+                    "affinity": affinity, "cascade": cascade, "agents": agents, "flywheel": flywheel}

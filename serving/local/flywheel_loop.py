@@ -23,6 +23,7 @@ import shlex
 import subprocess
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -118,11 +119,12 @@ class Step:
         return done.stdout
 
 
-def wait_ready(http: httpx.Client, url: str, proc: subprocess.Popen, timeout_s: float = 900) -> None:
+def wait_ready(http: httpx.Client, url: str, exited, timeout_s: float = 900) -> None:
+    """Until the fleet answers; ``exited()`` is the serving process's exit code once it has one."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"slm-fleet serve exited ({proc.returncode}); see its output above")
+        if exited() is not None:
+            raise RuntimeError(f"slm-fleet serve exited ({exited()}); see .flywheel/serve.log")
         try:
             if http.get(f"{url}/models", timeout=5).status_code == 200 and ask(
                     http, url, "assistant-small", word_asks(1, "ready")[0])["status"] == 200:
@@ -140,73 +142,126 @@ def rollout_of(http: httpx.Client, control: str, route: str) -> dict:
         return {}
 
 
-def run_loop(*, workdir: str | Path = ".flywheel", assets: str | Path = ".demo/assets", n_traffic: int = 120,
-             n_held_out: int = 20, train_steps: int = 400, log=print) -> dict:
-    """Close the loop once; returns its figures (see the flywheel benchmark)."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    summary = ensure_assets(assets)
-    figures: dict = {}
-    held_out = {"words": word_asks(n_held_out, "held-out"), "tools": tool_asks(n_held_out, 10_000)}
-    with local_s3() as s3_url, TeacherServer() as teacher_url:
-        store = AdapterStore()
-        store.s3.create_bucket(Bucket=BUCKET)
-        store.upload_dir(summary["base"], f"s3://{BUCKET}/models/{BASE_NAME}")
-        store.push(summary["adapters"]["shout"], adapter="assistant", version="v1", to=ADAPTERS)
-        fleet = workdir / "fleet.yaml"
-        fleet.write_text(yaml.safe_dump(fleet_document(teacher_url), sort_keys=False))
-        env = {**os.environ, SECRET_ENV: os.environ.get(SECRET_ENV, CAPTURE_SECRET),
-               "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-               "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-        step = Step(env, log)
-        port, control_port = free_port(), free_port()
-        url, control = f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{control_port}"
-        log(f"local S3 at {s3_url}; the teacher (the large model's stand-in) at {teacher_url}\n"
-            f"$ slm-fleet serve {fleet} --port {port} --control-port {control_port} --rollout-tick 2")
-        serve_log = open(workdir / "serve.log", "w")
+@contextmanager
+def served_by_subprocess(fleet: Path, env: dict, log):
+    """`slm-fleet serve FILE` in a child process, as a user runs it; yields (API URL, rollout control URL)."""
+    port, control_port = free_port(), free_port()
+    log(f"$ slm-fleet serve {fleet} --port {port} --control-port {control_port} --rollout-tick 2")
+    with open(fleet.parent / "serve.log", "w") as serve_log:
         serve = subprocess.Popen([str(Path(sys.executable).parent / "slm-fleet"), "serve", str(fleet), "--port",
                                   str(port), "--control-port", str(control_port), "--rollout-tick", "2"],
                                  env=env, stdout=serve_log, stderr=subprocess.STDOUT)
         try:
-            with httpx.Client() as http:
-                wait_ready(http, url, serve)
-                figures["first_tier_share_before"] = first_tier_share(http, url, held_out["tools"])
-                figures["first_tier_share_other_tasks_before"] = first_tier_share(http, url, held_out["words"])
-                log(f"fleet up; first tier answers {figures['first_tier_share_before']:.0%} of held-out tool "
-                    f"requests and {figures['first_tier_share_other_tasks_before']:.0%} of held-out word requests")
-                sent = [ask(http, url, "assistant", body) for _, body in traffic(n_traffic, seed=1)]
-                log(f"sent {len(sent)} requests to route 'assistant' (half words, half tool calls); "
-                    f"{sum(s['tier'] == '2' for s in sent)} escalated to the teacher")
-                time.sleep(5)  # the capture writer flushes every 2 s here
-                step("flywheel", "records", CAPTURES, "--route", "assistant", quiet=True)
-                step("flywheel", "clusters", CAPTURES, "--route", "assistant", "--to", f"{WORK}/clusters")
-                dataset = f"{WORK}/datasets/assistant-1"
-                step("flywheel", "dataset", CAPTURES, "--route", "assistant", "--answers", "accepted", "--to", dataset)
-                started = time.perf_counter()
-                step("flywheel", "train", dataset, "--base", BASE_NAME, "--fleet", str(fleet), "--adapter",
-                     "assistant", "--version", "v2", "--to", ADAPTERS, "--lr", "5e-3", "--steps", str(train_steps),
-                     "--batch-size", "16", "--quiet")
-                figures["train_seconds"] = round(time.perf_counter() - started, 1)
-                evaluation = f"{dataset}/evaluation-assistant-v2.json"
-                step("flywheel", "evaluate", dataset, "--candidate", "assistant@v2", "--fleet", str(fleet))
-                step("flywheel", "propose", str(fleet), "--candidate", "assistant@v2", "--evaluation", evaluation,
-                     "--interval", "10s", "--steps", "50", "100")
-                figures["promoted"] = canary(http, url, control, log)
-                step("rollout", "status", "--control", control)
-                figures["first_tier_share_after"] = first_tier_share(http, url, held_out["tools"])
-                figures["first_tier_share_other_tasks_after"] = first_tier_share(http, url, held_out["words"])
+            yield f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{control_port}", serve.poll
         finally:
             serve.terminate()
             try:
                 serve.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 serve.kill()
-            serve_log.close()
+
+
+def served_on_running_ray(port: int, metrics_url: str, tick_s: float = 2):
+    """A ``serving`` for ``run_loop`` on a Ray instance this process already runs (the tests' and benchmarks'),
+    as `slm-fleet serve` serves a file: deployed on ``port``, its edits followed, its rollouts driven."""
+    import threading
+
+    from serving.api.documents import load_fleet_file
+    from serving.local import runtime as local_runtime
+    from serving.local.rollouts import LocalRollouts, serve_control
+    from serving.local.serve import watch_fleet_file
+    from serving.rollouts.driver import Rollouts
+    from serving.rollouts.metric_sources import ScrapeSource
+
+    @contextmanager
+    def serving(path: Path, env: dict, log):
+        spec = load_fleet_file(path)
+        url = f"http://127.0.0.1:{port}"
+        rollouts = LocalRollouts(spec, Rollouts(ScrapeSource(metrics_url), fleet_url=url), tick_s=tick_s, report=log,
+                                 deploy=lambda spec, weights: local_runtime.deploy(spec, port=port,
+                                                                                   canary_weights=weights))
+        rollouts.apply(spec)
+        control_port = free_port()
+        control = serve_control(rollouts, control_port)
+        stop = threading.Event()
+        threading.Thread(target=rollouts.run, args=(stop,), daemon=True).start()
+        threading.Thread(target=watch_fleet_file, args=(path, rollouts.apply), kwargs={"stop": stop},
+                         daemon=True).start()
+        try:
+            yield f"{url}/v1", f"http://127.0.0.1:{control_port}", lambda: None
+        finally:
+            stop.set()
+            control.shutdown()
+
+    return serving
+
+
+def run_loop(*, workdir: str | Path = ".flywheel", assets: str | Path = ".demo/assets", n_traffic: int = 120,
+             n_held_out: int = 20, train_steps: int = 400, serving=served_by_subprocess, s3_url: str | None = None,
+             log=print) -> dict:
+    """Close the loop once; returns its figures (see the flywheel benchmark).
+
+    ``serving(fleet_file, env, log)`` serves the fleet file and follows its edits (by default `slm-fleet serve`
+    in a child process); ``s3_url``: an S3 endpoint the environment already points at (else a local one)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    summary = ensure_assets(assets)
+    held_out = {"words": word_asks(n_held_out, "held-out"), "tools": tool_asks(n_held_out, 10_000)}
+    with ExitStack() as stack:
+        s3_url = s3_url or stack.enter_context(local_s3())
+        teacher_url = stack.enter_context(TeacherServer())
+        log(f"local S3 at {s3_url}; the teacher (the large model's stand-in) at {teacher_url}")
+        store = AdapterStore()
+        if BUCKET not in [b["Name"] for b in store.s3.list_buckets().get("Buckets", [])]:
+            store.s3.create_bucket(Bucket=BUCKET)
+        store.upload_dir(summary["base"], f"s3://{BUCKET}/models/{BASE_NAME}")
+        if not store.list(f"{ADAPTERS}/assistant"):
+            store.push(summary["adapters"]["shout"], adapter="assistant", version="v1", to=ADAPTERS)
+        fleet = workdir / "fleet.yaml"
+        fleet.write_text(yaml.safe_dump(fleet_document(teacher_url), sort_keys=False))
+        env = {**os.environ, SECRET_ENV: os.environ.get(SECRET_ENV, CAPTURE_SECRET),
+               "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+               "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+        url, control, exited = stack.enter_context(serving(fleet, env, log))
+        with httpx.Client() as http:
+            wait_ready(http, url, exited)
+            figures = steps(Step(env, log), http, url, control, fleet, held_out, n_traffic, train_steps, log)
     log(f"\nheld-out tool requests answered by the first tier: {figures['first_tier_share_before']:.0%} before, "
         f"{figures['first_tier_share_after']:.0%} after; word requests: "
         f"{figures['first_tier_share_other_tasks_before']:.0%} before, "
         f"{figures['first_tier_share_other_tasks_after']:.0%} after; promoted: {figures['promoted']}")
     (workdir / "figures.json").write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+def steps(step: Step, http: httpx.Client, url: str, control: str, fleet: Path, held_out: dict, n_traffic: int,
+          train_steps: int, log) -> dict:
+    figures: dict = {}
+    figures["first_tier_share_before"] = first_tier_share(http, url, held_out["tools"])
+    figures["first_tier_share_other_tasks_before"] = first_tier_share(http, url, held_out["words"])
+    log(f"fleet up; the first tier answers {figures['first_tier_share_before']:.0%} of held-out tool requests "
+        f"and {figures['first_tier_share_other_tasks_before']:.0%} of held-out word requests")
+    sent = [ask(http, url, "assistant", body) for _, body in traffic(n_traffic, seed=1)]
+    figures["requests_sent"] = len(sent)
+    log(f"sent {len(sent)} requests to route 'assistant' (half words, half tool calls); "
+        f"{sum(s['tier'] == '2' for s in sent)} escalated to the teacher")
+    time.sleep(5)  # the capture writer flushes every 2 s here
+    step("flywheel", "records", CAPTURES, "--route", "assistant", quiet=True)
+    step("flywheel", "clusters", CAPTURES, "--route", "assistant", "--to", f"{WORK}/clusters")
+    dataset = f"{WORK}/datasets/assistant-1"
+    step("flywheel", "dataset", CAPTURES, "--route", "assistant", "--answers", "accepted", "--to", dataset)
+    started = time.perf_counter()
+    step("flywheel", "train", dataset, "--base", BASE_NAME, "--fleet", str(fleet), "--adapter", "assistant",
+         "--version", "v2", "--to", ADAPTERS, "--lr", "5e-3", "--steps", str(train_steps), "--batch-size", "16",
+         "--quiet")
+    figures["train_seconds"] = round(time.perf_counter() - started, 1)
+    step("flywheel", "evaluate", dataset, "--candidate", "assistant@v2", "--fleet", str(fleet))
+    step("flywheel", "propose", str(fleet), "--candidate", "assistant@v2", "--evaluation",
+         f"{dataset}/evaluation-assistant-v2.json", "--interval", "10s", "--steps", "50", "100")
+    figures["promoted"] = canary(http, url, control, log)
+    step("rollout", "status", "--control", control)
+    figures["first_tier_share_after"] = first_tier_share(http, url, held_out["tools"])
+    figures["first_tier_share_other_tasks_after"] = first_tier_share(http, url, held_out["words"])
     return figures
 
 

@@ -26,6 +26,9 @@ logger = logging.getLogger("ray.serve").getChild("slmfleet.redaction")
 NER_MODELS = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf")
 """spaCy English pipelines with an NER component, best first."""
 SEPARATOR = " "
+"""Neighbouring fields are also read joined by a space (a value split at a word: "(415)" "555-0173"), and each
+pair of neighbours with nothing between (one split inside a word: "rosa.qu" "int@example.net"); where two
+fields only look like one value, over-redacting them is the safe side."""
 TOOL_ARGUMENT_KEYS = ("arguments",)
 """Keys whose string value is JSON (a tool call's arguments): redacted value by value, keys kept."""
 
@@ -102,21 +105,30 @@ class Redactor:
     def redact_fields(self, fields: list[str]) -> list[str]:
         """``fields`` with every entity removed, also those that run across neighbouring fields."""
         per_field = [self.spans(f) for f in fields]
-        starts, offset = [], 0
-        for f in fields:
-            starts.append(offset)
-            offset += len(f) + len(SEPARATOR)
-        joined = SEPARATOR.join(fields)
-        for span in self.spans(joined) if len(fields) > 1 else []:
-            for i, f in enumerate(fields):
-                lo, hi = max(span.start - starts[i], 0), min(span.end - starts[i], len(f))
-                if lo < hi:
-                    per_field[i].append(Span(lo, hi, span.entity, span.score))
+        # (first field, the text read, where each of its fields starts in it)
+        joins = [(0, SEPARATOR.join(fields), _starts(fields, SEPARATOR))] if len(fields) > 1 else []
+        joins += [(i, fields[i] + fields[i + 1], [0, len(fields[i])]) for i in range(len(fields) - 1)
+                  if fields[i].strip() and fields[i + 1].strip()]
+        for first, text, starts in joins:
+            for span in self.spans(text):
+                for j, start in enumerate(starts):
+                    f = fields[first + j]
+                    lo, hi = max(span.start - start, 0), min(span.end - start, len(f))
+                    if lo < hi:
+                        per_field[first + j].append(Span(lo, hi, span.entity, span.score))
         return [replace_spans(f, s) for f, s in zip(fields, per_field)]
 
     def redact(self, record: dict) -> dict:
         """A copy of ``record`` with every string under ``record['request']`` and ``record['answer']`` redacted."""
         return redact_record(record, self.redact_fields)
+
+
+def _starts(fields: list[str], separator: str) -> list[int]:
+    starts, offset = [], 0
+    for f in fields:
+        starts.append(offset)
+        offset += len(f) + len(separator)
+    return starts
 
 
 def _has_ner(engine) -> bool:

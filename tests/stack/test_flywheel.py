@@ -1,0 +1,31 @@
+"""The whole flywheel loop on the real stack: a cascade whose first tier cannot call tools, capture on,
+then clusters -> dataset -> train (a short CPU run) -> evaluate -> propose -> canary -> promoted, each
+step the `slm-fleet` command a user runs, against the session's Ray Serve, vLLM and S3.
+
+The fleet file is served as `slm-fleet serve` serves it (deployed, its edits followed, its rollouts
+driven by the same LocalRollouts), on the session's Ray instead of a second one.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.local.flywheel_loop import run_loop, served_on_running_ray
+from tests.stack.conftest import ASSETS
+
+
+@pytest.fixture
+def session_serving(fleet):
+    yield served_on_running_ray(fleet.port, fleet.metrics_url)
+    fleet.deploy(fleet.spec_data)
+
+
+def test_the_loop_closes(session_serving, s3, tmp_path):
+    lines = []
+    figures = run_loop(workdir=tmp_path, assets=ASSETS, serving=session_serving, s3_url=s3, log=lines.append)
+    print("\n".join(lines))
+    assert figures["first_tier_share_before"] <= 0.1  # the first tier cannot call tools...
+    assert figures["promoted"] is True  # ...the canary of the trained version held up...
+    assert figures["first_tier_share_after"] >= 0.7  # ...and now answers held-out tool requests itself
+    assert figures["first_tier_share_other_tasks_after"] >= figures["first_tier_share_other_tasks_before"] - 0.15
+    assert any("2 cluster(s)" in line for line in lines)
