@@ -310,6 +310,9 @@ def cmd_propose(args) -> int:
     from serving.flywheel.evaluation import DEFAULT_THRESHOLD, first_tier
     from serving.flywheel.proposals import PROBES, probe_of, propose
 
+    if (args.fleet is None) == (args.modelfleet is None):
+        raise UserError("propose to a fleet file (FLEET) or to a ModelFleet on Kubernetes (--modelfleet NAME): "
+                        "give one")
     adapter, version = _parse_candidate(args.candidate)
     report = artifacts.get_json(args.evaluation, what="evaluation `flywheel evaluate` wrote")
     if (report.get("candidateAdapter"), report.get("candidateVersion")) != (adapter, version):
@@ -320,9 +323,15 @@ def cmd_propose(args) -> int:
     if share < threshold:
         raise UserError(f"{args.candidate} passed the first tier's checks on {share:.0%} of the eval split, under the "
                         f"threshold {threshold:.0%}: not proposed. Train on more data (or lower --threshold)")
-    with open(args.fleet) as f:
-        doc = yaml.safe_load(f)
-    spec = fleet_from_document(doc, source=args.fleet)
+    if args.modelfleet:
+        from serving.cli.rollout_control import KubeControl
+
+        kube = KubeControl(args.modelfleet, args.namespace)
+        doc, where = kube.document(), f"ModelFleet {kube.namespace}/{kube.name}"
+    else:
+        with open(args.fleet) as f:
+            doc, where = yaml.safe_load(f), args.fleet
+    spec = fleet_from_document(doc, source=where)
     route_name = args.route or report.get("route")
     _, tier, _, _ = first_tier(spec, route_name)
     canary_route = tier.route or route_name
@@ -330,18 +339,20 @@ def cmd_propose(args) -> int:
     probes = [p for p in (probe_of(ex, tier.checks, args.probe_max_tokens) for ex in evals) if p][:PROBES]
     new = propose(doc, canary_route=canary_route, adapter=adapter, version=version, source=report["candidateSource"],
                   sha256=report.get("candidateSha256"), probes=probes, interval=args.interval, steps=args.steps)
-    fleet_from_document(new, source=f"{args.fleet} with the proposal")  # refuses what would not validate
+    fleet_from_document(new, source=f"{where} with the proposal")  # refuses what would not validate
     store = AdapterStore()
     stored = store.read_manifest(report["candidateSource"])
     stored.setdefault("lineage", {})["proposal"] = {"threshold": threshold, "passShare": share,
                                                      "evaluation": args.evaluation, "route": canary_route}
     store.write_manifest(report["candidateSource"], stored)
-    with open(args.fleet, "w") as f:
-        yaml.safe_dump(new, f, sort_keys=False)
-    print(f"proposed {args.candidate} on route '{canary_route}' in {args.fleet}: a canary with {len(probes)} probe(s) "
+    if args.modelfleet:
+        kube.update_spec(new["spec"], ("adapters", "routes"))
+    else:
+        with open(args.fleet, "w") as f:
+            yaml.safe_dump(new, f, sort_keys=False)
+    print(f"proposed {args.candidate} on route '{canary_route}' in {where}: a canary with {len(probes)} probe(s) "
           f"(passed {share:.0%} >= threshold {threshold:.0%}; recorded in its lineage)")
     return EXIT_OK
-
 
 def add_parser(sub) -> None:
     fw = sub.add_parser("flywheel", help="captured traffic -> clusters -> dataset -> specialist -> canary",
@@ -423,8 +434,11 @@ def add_parser(sub) -> None:
     e.add_argument("--to", metavar="DST", help="where the JSON goes (default DATASET/evaluation-A-V.json)")
     e.set_defaults(fn=cmd_evaluate)
 
-    o = fsub.add_parser("propose", help="add the candidate version and a canary of it to a fleet file")
-    o.add_argument("fleet", metavar="FLEET", help="the fleet file (a ModelFleet manifest or a bare spec)")
+    o = fsub.add_parser("propose", help="add the candidate version and a canary of it to a fleet file or a ModelFleet")
+    o.add_argument("fleet", metavar="FLEET", nargs="?", help="the fleet file (a ModelFleet manifest or a bare spec)")
+    o.add_argument("--modelfleet", metavar="NAME", help="a ModelFleet on Kubernetes instead (the current kube "
+                   "context); the operator starts the canary")
+    o.add_argument("--namespace", help="the ModelFleet's namespace (default: the context's)")
     o.add_argument("--candidate", required=True, metavar="A@V")
     o.add_argument("--evaluation", required=True, metavar="URI", help="what `flywheel evaluate` wrote")
     o.add_argument("--route", help="the cascade route (default: the evaluation's)")

@@ -69,6 +69,19 @@ class KubeControl:
     def status(self) -> list[dict]:
         return (self._fleet().get("status") or {}).get("rollouts") or []
 
+    def document(self) -> dict:
+        """The ModelFleet as a fleet document (apiVersion, kind, metadata name and spec)."""
+        fleet = self._fleet()
+        return {"apiVersion": fleet["apiVersion"], "kind": fleet["kind"],
+                "metadata": {"name": self.name, "namespace": self.namespace}, "spec": fleet["spec"]}
+
+    def update_spec(self, spec: dict, fields: tuple[str, ...]) -> None:
+        """Replace these top-level fields of the ModelFleet's spec (a merge patch replaces lists whole)."""
+        from lightkube.types import PatchType
+
+        self.client.patch(self.resource, self.name, {"spec": {k: spec[k] for k in fields}},
+                          namespace=self.namespace, patch_type=PatchType.MERGE)
+
     def send(self, command: str) -> str:
         from lightkube.types import PatchType
 

@@ -197,7 +197,7 @@ def served_on_running_ray(port: int, metrics_url: str, tick_s: float = 2):
 
 
 def run_loop(*, workdir: str | Path = ".flywheel", assets: str | Path = ".demo/assets", n_traffic: int = 120,
-             n_held_out: int = 20, train_steps: int = 400, serving=served_by_subprocess, s3_url: str | None = None,
+             n_held_out: int = 20, train_steps: int = 600, serving=served_by_subprocess, s3_url: str | None = None,
              log=print) -> dict:
     """Close the loop once; returns its figures (see the flywheel benchmark).
 

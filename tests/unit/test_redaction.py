@@ -47,6 +47,16 @@ def test_a_value_split_across_fields_is_removed_from_each(redactor):
     assert "4111" not in out[2] and "1111 1111" not in out[3]
 
 
+@pytest.mark.parametrize("head,tail", [
+    ("noor.19@", "quarry.dev"), ("584-4", "3-4172"), ("DE95952890", "786666176031"), ("200.216.", "69.62"),
+])
+def test_a_value_split_inside_a_word_among_other_fields_is_removed(redactor, head, tail):
+    fields = ["file it", "object", "string", head, tail, "filed", "thanks"]
+    out = redactor.redact_fields(fields)
+    assert head not in out[3] and tail not in out[4]
+    assert out[:3] == fields[:3] and out[5:] == fields[5:]
+
+
 def test_tool_arguments_and_nested_json_keep_their_shape(redactor):
     rec = {
         "route": "tools", "callerId": None,
