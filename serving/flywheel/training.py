@@ -142,13 +142,20 @@ def train_lora(rows: list[dict], base_dir: str | Path, out_dir: str | Path, sett
 
 def cached_base(source: str, store) -> Path:
     """The base model's files from its S3 source, fetched once into the user's cache (keyed by what the
-    files are, so a rewritten base is fetched again)."""
+    files are, so a rewritten base is fetched again); UserError when the store cannot read it."""
+    from serving.adapters.store import AdapterStoreError
+
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "slm-fleet" / "bases"
-    where = cache / hashlib.sha256(f"{source}\n{store.fingerprint(source)}".encode()).hexdigest()[:16]
-    if (where / ".complete").exists():
-        return where
-    where.mkdir(parents=True, exist_ok=True)
-    store.download(source, where)
+    try:
+        where = cache / hashlib.sha256(f"{source}\n{store.fingerprint(source)}".encode()).hexdigest()[:16]
+        if (where / ".complete").exists():
+            return where
+        where.mkdir(parents=True, exist_ok=True)
+        store.download(source, where)
+    except (AdapterStoreError, ValueError) as err:
+        raise UserError(f"cannot read the base model at {source} ({err}); give the base's source as its "
+                        "baseModels[].source names it, with the S3 environment (AWS_ENDPOINT_URL) that reaches it"
+                        ) from None
     if not (where / "config.json").exists():
         raise UserError(f"{source} holds no config.json: is it a base model's directory (what baseModels[].source "
                         "names)?")

@@ -113,3 +113,26 @@ def test_the_teacher_answers_both_tasks(body, expected):
 ])
 def test_train_settings_problems(change, message):
     assert message in TrainSettings(**change).problems()
+
+
+def test_a_base_the_store_cannot_read_is_a_clear_error(tmp_path, monkeypatch):
+    from serving.adapters.store import AdapterStoreError
+    from serving.flywheel.training import cached_base
+
+    class Store:
+        def fingerprint(self, source):
+            return "f"
+
+        def download(self, source, dest):
+            raise AdapterStoreError(f"no adapter files at {source}")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(UserError, match=r"cannot read the base model at s3://b/models/x \(no adapter files"):
+        cached_base("s3://b/models/x", Store())
+
+    class Empty(Store):
+        def download(self, source, dest):
+            (dest / "weights.bin").write_bytes(b"")
+
+    with pytest.raises(UserError, match="holds no config.json"):
+        cached_base("s3://b/models/y", Empty())
