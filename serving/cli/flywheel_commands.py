@@ -280,7 +280,8 @@ def cmd_evaluate(args) -> int:
                 store.download(src, where)
             raws = generator.answers(where if src is not None else None, evals, max_new_tokens=args.max_tokens)
         judged = [judge(ex, parse_answer(raw, call), tier.checks) for ex, raw in zip(evals, raws)]
-        results[role] = {"label": label, "source": src, **scores(judged)}
+        results[role] = {"label": label, "source": src, **scores(judged),
+                         "passed": [i for i, (ok, _) in enumerate(judged) if ok]}
     teacher = [judge(ex, {"choices": [{"text": ex.get("completion"), "finish_reason": "stop"}]} if call != "chat"
                      else {"choices": [{"message": ex["messages"][-1], "finish_reason": "stop"}]}, tier.checks)
                for ex in evals]
@@ -308,7 +309,7 @@ def cmd_propose(args) -> int:
     from serving.api.documents import fleet_from_document
     from serving.flywheel import artifacts
     from serving.flywheel.evaluation import DEFAULT_THRESHOLD, first_tier
-    from serving.flywheel.proposals import PROBES, probe_of, propose
+    from serving.flywheel.proposals import pick_probes, propose
 
     if (args.fleet is None) == (args.modelfleet is None):
         raise UserError("propose to a fleet file (FLEET) or to a ModelFleet on Kubernetes (--modelfleet NAME): "
@@ -336,7 +337,9 @@ def cmd_propose(args) -> int:
     _, tier, _, _ = first_tier(spec, route_name)
     canary_route = tier.route or route_name
     _, evals, _ = _dataset(report["dataset"])
-    probes = [p for p in (probe_of(ex, tier.checks, args.probe_max_tokens) for ex in evals) if p][:PROBES]
+    passed = report["candidate"].get("passed")
+    probes = pick_probes([evals[i] for i in passed] if passed is not None else evals, tier.checks,
+                         args.probe_max_tokens)
     new = propose(doc, canary_route=canary_route, adapter=adapter, version=version, source=report["candidateSource"],
                   sha256=report.get("candidateSha256"), probes=probes, interval=args.interval, steps=args.steps)
     fleet_from_document(new, source=f"{where} with the proposal")  # refuses what would not validate

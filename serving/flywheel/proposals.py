@@ -40,6 +40,23 @@ def probe_of(example: dict, checks: TierChecks, max_tokens: int) -> dict | None:
     return probe
 
 
+def pick_probes(examples: list[dict], checks: TierChecks, max_tokens: int, n: int = PROBES) -> list[dict]:
+    """Up to ``n`` probes from ``examples`` (the eval examples the candidate passed: a probe guards what the
+    evaluation saw it do), taken in turn from each kind (tool requests, chats, completions) so each is probed."""
+    kinds: dict[str, list[dict]] = {}
+    for ex in examples:
+        probe = probe_of(ex, checks, max_tokens)
+        if probe is not None:
+            kinds.setdefault("tools" if probe.get("tools") else "prompt" if "prompt" in probe else "chat",
+                             []).append(probe)
+    picked: list[dict] = []
+    while len(picked) < n and any(kinds.values()):
+        for kind in sorted(kinds):
+            if kinds[kind] and len(picked) < n:
+                picked.append(kinds[kind].pop(0))
+    return picked
+
+
 def _named(items: list[dict], name: str, what: str) -> dict:
     for item in items:
         if item.get("name") == name:

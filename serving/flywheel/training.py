@@ -127,7 +127,7 @@ def train_lora(rows: list[dict], base_dir: str | Path, out_dir: str | Path, sett
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         bar.set_postfix(loss=f"{loss_value:.3f}")
     out = Path(out_dir)
     model.save_pretrained(out)

@@ -47,6 +47,22 @@ class Target:
         return {"baseModel": self.base_model, "adapter": self.adapter, "version": self.version, "weight": self.weight}
 
 
+def carrying_routes(spec: FleetSpec, route: str) -> tuple[str, ...]:
+    """The routes whose requests are answered through ``route``: cascades with a tier naming it, classify routes
+    with a class or default naming it, and so on up (their request metrics carry their own name, with the
+    target ``route`` picked). ``route`` itself is not included."""
+    found: list[str] = []
+    frontier = [route]
+    while frontier:
+        name = frontier.pop()
+        for r in spec.routes:
+            refs = [*r.tiers, *r.classes, *([r.default] if r.default is not None else [])]
+            if r.name not in found and r.name != route and any(getattr(t, "route", None) == name for t in refs):
+                found.append(r.name)
+                frontier.append(r.name)
+    return tuple(found)
+
+
 class UnknownRoute(LookupError):
     def __init__(self, route: str | None, known: list[str]):
         self.route, self.known = route, known

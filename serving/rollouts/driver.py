@@ -21,6 +21,7 @@ from serving.api.routes import RouteSpec
 from serving.api.status import HISTORY, AnalysisStatus, HistoryEntry, RolloutStatus
 from serving.api.status import RolloutPhase as Phase
 from serving.policy.rollout import TERMINAL, Command, Decision, Observation, State, decide, policy_for
+from serving.policy.routing import carrying_routes
 from serving.rollouts.metric_sources import MetricSource
 from serving.rollouts.metric_sources import Target as MetricTarget
 from serving.rollouts.probes import NotDeployedYet, ProbeResult, run_probes
@@ -131,7 +132,8 @@ class Rollouts:
             if route.strategy is None:
                 continue
             command = (commands or {}).get(route.name) or (commands or {}).get(None)
-            status, decision, changed = self._route(route, previous.get(route.name), now, command)
+            status, decision, changed = self._route(route, previous.get(route.name), now, command,
+                                                    via=carrying_routes(spec, route.name))
             result.statuses[route.name] = status
             result.weights[route.name] = decision.canary_weight
             if changed:
@@ -141,8 +143,10 @@ class Rollouts:
                                       f"(step {status.step}/{status.steps}): {status.reason}"))
         return result
 
-    def _route(self, route: RouteSpec, prev: RolloutStatus | None, now: float,
-               command: Command | None) -> tuple[RolloutStatus, Decision, bool]:
+    def _route(self, route: RouteSpec, prev: RolloutStatus | None, now: float, command: Command | None,
+               via: tuple[str, ...] = ()) -> tuple[RolloutStatus, Decision, bool]:
+        """``via``: the routes whose requests reach this one (a cascade naming it as a tier): the canary's
+        traffic through them counts too."""
         canary = route.strategy.canary
         adapter = route.canary_adapter()
         canary_id = version_label(adapter, canary.version)
@@ -151,7 +155,7 @@ class Rollouts:
         obs, analysis, probes, note = Observation(), prev.analysis if state else None, None, ""
         if state is not None and state.phase not in TERMINAL:
             try:
-                obs, analysis, probes = self._observe(route, state, now)
+                obs, analysis, probes = self._observe(route, state, now, via)
             except Exception as err:  # noqa: BLE001 - no numbers: the step waits, commands still apply
                 note = f"cannot read metrics: {type(err).__name__}: {err}"
                 log.warning("route %s: %s", route.name, note)
@@ -174,12 +178,13 @@ class Rollouts:
             reason=new.reason, analysis=analysis, history=history)
         return status, decision, changed
 
-    def _observe(self, route: RouteSpec, state: State, now: float):
+    def _observe(self, route: RouteSpec, state: State, now: float, via: tuple[str, ...] = ()):
         canary = route.strategy.canary
         stable = route.targets[0]
         since = state.step_started
-        obs = self.source.observe(MetricTarget(route.name, route.canary_adapter(), canary.version), since)
-        stable_obs = self.source.observe(MetricTarget(route.name, stable.adapter or "", stable.version or ""), since)
+        obs = self.source.observe(MetricTarget(route.name, route.canary_adapter(), canary.version, via), since)
+        stable_obs = self.source.observe(MetricTarget(route.name, stable.adapter or "", stable.version or "", via),
+                                         since)
         probes = None
         if canary.analysis.probes is not None and state.phase == Phase.PROGRESSING:
             probes = self._probes(route, state)

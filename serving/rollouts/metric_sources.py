@@ -39,13 +39,19 @@ class Target:
     route: str
     adapter: str
     version: str
+    via: tuple[str, ...] = ()
+    """Routes whose requests reach ``route`` (a cascade's tier, a class): their metrics carry their own route
+    label, with this target's adapter and version."""
 
     def matches(self, labels: dict) -> bool:
-        return (labels.get("route"), labels.get("adapter"), labels.get("version")) == (
-            self.route, self.adapter, self.version)
+        return (labels.get("route") in (self.route, *self.via)
+                and (labels.get("adapter"), labels.get("version")) == (self.adapter, self.version))
 
     def selector(self) -> str:
-        return f'route="{self.route}", adapter="{self.adapter}", version="{self.version}"'
+        # A label matcher's regex is anchored; a dot in a route name is the only regex character it may hold
+        # that is not literal there.
+        routes = "|".join(r.replace(".", "\\\\.") for r in (self.route, *self.via))
+        return f'route=~"{routes}", adapter="{self.adapter}", version="{self.version}"'
 
 
 def quantile(q: float, buckets: dict[float, float]) -> float | None:
@@ -154,6 +160,20 @@ def snapshot_of(text: str) -> Snapshot:
     return snap
 
 
+def _total(counts: dict[Target, float], target: Target) -> float:
+    return sum(v for series, v in counts.items() if target.matches(
+        {"route": series.route, "adapter": series.adapter, "version": series.version}))
+
+
+def _buckets(snap: Snapshot, target: Target) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for series, buckets in snap.buckets.items():
+        if target.matches({"route": series.route, "adapter": series.adapter, "version": series.version}):
+            for le, count in buckets.items():
+                out[le] = out.get(le, 0) + count
+    return out
+
+
 @dataclass
 class ScrapeSource(MetricSource):
     """Reads the fleet's metrics endpoint and differences it against the snapshot at step start.
@@ -178,11 +198,11 @@ class ScrapeSource(MetricSource):
         if since not in self._baselines:  # e.g. after a restart: count from now on
             self.mark(since)
         base, now = self._baselines[since], snapshot_of(self.fetch(self.url))
-        requests = now.requests.get(target, 0) - base.requests.get(target, 0)
-        errors = now.errors.get(target, 0) - base.errors.get(target, 0)
-        before = base.buckets.get(target, {})
-        delta = {le: count - before.get(le, 0) for le, count in now.buckets.get(target, {}).items()}
+        requests = _total(now.requests, target) - _total(base.requests, target)
+        errors = _total(now.errors, target) - _total(base.errors, target)
+        before, after = _buckets(base, target), _buckets(now, target)
+        delta = {le: count - before.get(le, 0) for le, count in after.items()}
         p95 = quantile(0.95, delta)
-        unavailable = now.unavailable.get(target, 0) - base.unavailable.get(target, 0)
+        unavailable = _total(now.unavailable, target) - _total(base.unavailable, target)
         return Observation(requests=int(max(requests, 0)), errors=int(max(errors, 0)),
                            p95_ms=None if p95 is None else p95 * 1000, load_error=load_error(int(max(unavailable, 0))))

@@ -136,3 +136,13 @@ def test_a_base_the_store_cannot_read_is_a_clear_error(tmp_path, monkeypatch):
 
     with pytest.raises(UserError, match="holds no config.json"):
         cached_base("s3://b/models/y", Empty())
+
+
+def test_probes_are_taken_from_each_kind_in_turn():
+    from serving.flywheel.proposals import pick_probes
+
+    tool = chat('"get" {"city": "paris"}', CALL, tools=TOOLS)
+    words = chat("red fox", {"role": "assistant", "content": " RED FOX"})
+    probes = pick_probes([words] * 5 + [tool] * 5, CHECKS, 16, n=4)
+    assert [bool(p.get("tools")) for p in probes] == [False, True, False, True]
+    assert pick_probes([words], TierChecks(min_mean_logprob=-1), 16) == []

@@ -92,3 +92,40 @@ def test_prometheus_queries_of_one_observation_share_an_instant_and_errors_never
     obs = metric_sources.PrometheusSource("http://prometheus", clock=lambda: 1_030.5).observe(V2, 1_000.0)
     assert {p["time"] for p in asked} == {"1030.500"} and len(asked) == 4
     assert (obs.requests, obs.errors, obs.p95_ms) == (8, 8, 200.0)
+
+
+def test_a_canary_counts_the_traffic_of_the_routes_that_reach_it():
+    # Requests to a cascade answered through the canary's route carry the cascade's route label.
+    through = exposition(40, 0, 40, 0).replace('route="shout"', 'route="assistant"')
+    pages = iter([exposition(10, 0, 10, 0) + through, exposition(30, 0, 30, 0) + through.replace(" 40", " 70")])
+    source = ScrapeSource("http://fleet/metrics", fetch=lambda url: next(pages))
+    source.mark(1.0)
+    assert source.observe(Target("shout", "shout", "v2", via=("assistant",)), 1.0).requests == 20 + 30
+    assert Target("s.small", "a", "v2", via=("big",)).selector() == \
+        'route=~"s\\\\.small|big", adapter="a", version="v2"'
+
+
+@pytest.mark.parametrize("route,expected", [
+    ("small", ("cascade", "outer")),  # outer's tier names cascade, whose tier names small
+    ("cascade", ("outer",)),
+    ("outer", ()),
+    ("special", ("sorter",)),  # a classify route's class
+])
+def test_carrying_routes(route, expected):
+    from serving.api.fleet import FleetSpec
+    from serving.policy.routing import carrying_routes
+    from tests.unit.fleets import fleet
+
+    data = fleet()
+    target = {**data["routes"][0]["targets"][0], "weight": 100}
+    data["routes"] = [
+        {"name": "small", "targets": [target]}, {"name": "special", "targets": [target]},
+        {"name": "cascade", "policy": "cascade", "tiers": [{"route": "small"}, {"baseModel": target.get(
+            "baseModel") or data["baseModels"][0]["name"]}]},
+        {"name": "outer", "policy": "cascade", "tiers": [{"route": "cascade"}, {"baseModel": data["baseModels"][0][
+            "name"]}]},
+        {"name": "sorter", "policy": "classify", "classes": [{"name": "s", "route": "special", "keywords": ["x"]}],
+         "default": {"route": "small"}},
+    ]
+    found = carrying_routes(FleetSpec.model_validate(data), route)
+    assert set(found) == set(expected) | ({"sorter"} if route == "small" else set())
