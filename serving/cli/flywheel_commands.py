@@ -448,7 +448,8 @@ def add_parser(sub) -> None:
     o.add_argument("--threshold", type=float, help="refuse under this share passing the checks (default 0.9)")
     o.add_argument("--interval", metavar="D", type=_duration, help="the canary's time per step (default 60s)")
     o.add_argument("--steps", type=int, nargs="+", metavar="W", help="the canary's weights, e.g. 25 50 100")
-    o.add_argument("--probe-max-tokens", type=int, default=32, metavar="N")
+    o.add_argument("--probe-max-tokens", type=int, default=64, metavar="N", help="tokens each probe may take "
+                   "(default 64: a tool call is long)")
     o.set_defaults(fn=cmd_propose)
 
     p = fsub.add_parser("prune", help="delete records older than the retention (or print an S3 lifecycle rule)")

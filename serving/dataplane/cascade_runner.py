@@ -67,6 +67,9 @@ class TierOutcome:
     payload: dict | None
     reason: tuple[str, str] | None = None
     """(kind, why) when the tier's answer was not used; kind is the metric's outcome label."""
+    target: object | None = None
+    """The fleet target that answered, once a tier naming a route is followed to it (the request's metrics
+    carry its adapter and version, so a canary on that route counts the cascade's traffic)."""
 
 
 @dataclass
@@ -153,7 +156,7 @@ class CascadeRunner:
             self.metrics.inc("slmfleet_cascade_tier_tokens_total", use.tokens, **labels)
             if accepted:
                 self._account(route, uses)
-                return CascadeResult(200, outcome.payload, n, tier.describe(), rejected, target)
+                return CascadeResult(200, outcome.payload, n, tier.describe(), rejected, outcome.target or target)
             rejected.append({"tier": n, "by": tier.describe(), "reason": outcome.reason[1]})
             if last:
                 logger.warning("route %s: every tier failed: %s", route.name, rejected)
@@ -182,7 +185,8 @@ class CascadeRunner:
             if name in table.cascades:
                 result = await self.run(table.cascades[name], client_body, body, request, call_method, telemetry)
                 return TierOutcome(result.status, result.payload,
-                                   None if result.status == 200 else ("error", result.payload["error"]["message"]))
+                                   None if result.status == 200 else ("error", result.payload["error"]["message"]),
+                                   target=result.target)
             if name in table.classifies:
                 ref = self.fleet.classified(name, client_body)
                 name, target = ref.route, table.target_of(ref)
@@ -202,7 +206,7 @@ class CascadeRunner:
             response = await dispatch(self.fleet, target, tier_body, call_method, request, telemetry)
         except DispatchFailed as err:  # a failed tier escalates
             return _failed(err.status, err.message)
-        return TierOutcome(200, json.loads(response.body))
+        return TierOutcome(200, json.loads(response.body), target=target)
 
     async def _ask_endpoint(self, tier: CascadeTier, client_body: dict, call_method: str) -> TierOutcome:
         endpoint = tier.endpoint
