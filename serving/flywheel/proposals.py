@@ -27,11 +27,13 @@ def probe_of(example: dict, checks: TierChecks, max_tokens: int) -> dict | None:
             probe["toolChoice"] = choice
         if example.get("responseFormat"):
             probe["responseFormat"] = example["responseFormat"]
-    if checks.regex:
+    # As in the cascade, a tool request's answer is judged by toolCall, the text checks judge text answers.
+    calls = bool(checks.tool_call and probe.get("tools"))
+    if checks.regex and not calls:
         probe["regex"] = checks.regex
-    if checks.json_schema:
+    if checks.json_schema and not calls:
         probe["jsonSchema"] = checks.json_schema
-    if checks.tool_call and probe.get("tools"):
+    if calls:
         probe["toolCall"] = True
     if checks.response_format and probe.get("responseFormat"):
         probe["responseFormatCheck"] = True

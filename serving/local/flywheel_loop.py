@@ -287,11 +287,11 @@ def canary(http: httpx.Client, url: str, control: str, log, timeout_s: float = 6
 
 def main() -> int:
     try:
-        run_loop()
+        figures = run_loop()
     except RuntimeError as err:
         print(f"\nthe loop stopped: {err}", file=sys.stderr)
         return 1
-    return 0
+    return 0 if figures["promoted"] else 1
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ def test_propose_adds_the_version_and_a_canary_with_probes():
     probes = [probe_of(chat('"get" {"city": "paris"}', CALL, tools=TOOLS), CHECKS, 32),
               probe_of(chat("red fox", {"role": "assistant", "content": " RED FOX"}), CHECKS, 32)]
     assert probes[0]["toolCall"] is True and probes[0]["tools"] == TOOLS and probes[0]["messages"][-1]["role"] == "user"
+    assert "regex" not in probes[0]  # a call has no text for it
     assert probes[1]["regex"] == CHECKS.regex and "toolCall" not in probes[1]
     new = propose(doc, canary_route="assistant-small", adapter="assistant", version="v2",
                   source="s3://slmfleet-demo/adapters/assistant/v2", sha256="a" * 64, probes=probes,
