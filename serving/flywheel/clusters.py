@@ -15,27 +15,20 @@ from collections import Counter
 
 import numpy as np
 
+from serving.policy.classify import content_text, prompt_text
+
 NOISE = -1
 EXAMPLES = 5
 TERMS = 6
-
-
-def _text(content) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return ""
 
 
 def request_text(rec: dict) -> str:
     """What the caller asked: its user messages joined (or the completion prompt)."""
     request = rec.get("request") or {}
     if request.get("messages"):
-        return " ".join(_text(m.get("content")) for m in request["messages"]
+        return " ".join(content_text(m.get("content")) for m in request["messages"]
                         if isinstance(m, dict) and m.get("role") == "user").strip()
-    prompt = request.get("prompt")
-    return prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))
+    return prompt_text({"prompt": request.get("prompt")})
 
 
 def went_to_last_tier(rec: dict) -> bool:

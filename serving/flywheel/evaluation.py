@@ -3,8 +3,8 @@ dataset's eval split, by the first tier's checks and by agreement with the teach
 
 The teacher's answers are the ones the dataset recorded (what the last tier returned); candidate and
 first tier answer here, greedily, with transformers over the base's files (the CPU is enough for the
-tiny bases of the demo and the tests; a large base wants the RayJob's GPU). A chat answer in the
-hermes format (``<tool_call>{...}</tool_call>``) is read as tool calls, as the engine's parser does.
+tiny bases of the demo and the tests; a large base wants the RayJob's GPU). A chat answer's
+``<tool_call>`` bodies are read as calls, as the engine's hermes parser does.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from serving.api.problems import UserError
 from serving.api.routes import CascadeTier, RouteSpec, TierChecks
 from serving.policy.cascade import Answer, rejection
+from serving.policy.checks import hermes_message
 
 DEFAULT_THRESHOLD = 0.9
 """Share of the eval split on which the candidate must pass the first tier's checks for propose."""
-_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -55,22 +55,11 @@ def first_tier(spec, route_name: str) -> tuple[RouteSpec, CascadeTier, str | Non
 
 
 def parse_answer(raw: str, call: str) -> dict:
-    """An OpenAI-style choice body of generated text (hermes tool calls parsed for chat)."""
+    """An OpenAI-style response body of generated text (a chat's hermes tool calls parsed as the engine does)."""
     if call != "chat":
         return {"choices": [{"text": raw, "finish_reason": "stop"}]}
-    calls = []
-    for found in _CALL.findall(raw):
-        try:
-            obj = json.loads(found)
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and obj.get("name"):
-            arguments = obj.get("arguments", {})
-            calls.append({"id": f"call_{len(calls)}", "type": "function", "function": {
-                "name": obj["name"], "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}})
-    text = _CALL.sub("", raw).strip() if calls else raw
-    message = {"role": "assistant", "content": text or None, **({"tool_calls": calls} if calls else {})}
-    return {"choices": [{"message": message, "finish_reason": "tool_calls" if calls else "stop"}]}
+    message = hermes_message(raw)
+    return {"choices": [{"message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}]}
 
 
 def _normal(text) -> str:

@@ -423,26 +423,13 @@ def score_tool_call(output: str, request: dict) -> dict:
     return _judge(_call_message([(call["name"], json.dumps(call["arguments"]))]), request)
 
 
-# What vLLM's hermes parser reads as calls (its tool_call_regex): each <tool_call> body up to its end
-# tag, or to the output's end.
-_PARSED_CALL = re.compile(re.escape(TOOL_CALL_START) + "(.*?)" + re.escape(TOOL_CALL_END) + "|"
-                          + re.escape(TOOL_CALL_START) + "(.*)", re.DOTALL)
-
-
 def parsed_message(output: str) -> dict:
-    """The chat answer the fleet returns for a raw ``output`` under the hermes parser: every
-    ``<tool_call>`` body is a call (one that is no ``{"name", "arguments"}`` JSON keeps its text as
-    the arguments of a nameless call, which the toolCall check fails); text after the calls is
-    dropped."""
-    calls = []
-    for closed, unclosed in _PARSED_CALL.findall(output.split(EOS)[0]):
-        body = closed or unclosed
-        try:
-            call = json.loads(body)
-            calls.append((call["name"], json.dumps(call["arguments"])))
-        except (ValueError, KeyError, TypeError):
-            calls.append(("", body))
-    return _call_message(calls)
+    """The chat answer the fleet returns for a raw ``output`` (up to EOS) under the hermes parser
+    (``serving.policy.checks.hermes_message``), with an empty call list when it holds none."""
+    from serving.policy.checks import hermes_message
+
+    message = hermes_message(output.split(EOS)[0])
+    return {**message, "content": None, "tool_calls": message.get("tool_calls", [])}
 
 
 def _call_message(calls: list[tuple[str, str]]) -> dict:

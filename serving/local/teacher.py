@@ -12,19 +12,15 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from serving.policy.classify import content_text
+
 MODEL = "teacher"
-
-
-def _text(content) -> str:
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content if isinstance(content, str) else ""
 
 
 def teacher_message(body: dict) -> dict:
     """The assistant message the teacher answers ``body`` (a chat completion request) with."""
     users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
-    text = _text(users[-1].get("content")) if users else ""
+    text = content_text(users[-1].get("content")) if users else ""
     verb, _, rest = text.partition(" ")
     tools = {(t.get("function") or {}).get("name", ""): t for t in body.get("tools") or []}
     if tools and verb.startswith('"'):

@@ -11,6 +11,31 @@ import re
 UNPARSED_CALL_MARKERS = ("<tool_call>", "[TOOL_CALLS]", "<|python_tag|>")
 
 
+# What vLLM's hermes parser reads as calls (its tool_call_regex): each <tool_call> body up to its end tag,
+# or to the output's end.
+HERMES_CALL = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.DOTALL)
+
+
+def hermes_message(output: str) -> dict:
+    """The chat message the fleet returns for a raw model ``output`` under the hermes tool parser: every
+    ``<tool_call>`` body is a call (one that is no ``{"name", "arguments"}`` JSON keeps its text as the arguments
+    of a nameless call, which the toolCall check fails) and text around calls is dropped; an output without
+    calls is the message's content."""
+    found = HERMES_CALL.findall(output)
+    if not found:
+        return {"role": "assistant", "content": output}
+    calls = []
+    for closed, unclosed in found:
+        body = closed or unclosed
+        try:
+            call = json.loads(body)
+            calls.append((call["name"], json.dumps(call["arguments"])))  # as the parser does, strings too
+        except (ValueError, KeyError, TypeError):
+            calls.append(("", body))
+    return {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": name, "arguments": arguments}} for name, arguments in calls]}
+
+
 def format_problem(text: str, *, regex: str | None = None, json_schema: dict | None = None,
                    exact: str | None = None) -> str | None:
     """Why ``text`` fails a format check (regex, JSON Schema or exact match), or None."""

@@ -73,6 +73,13 @@ class TaskClassifier:
         return Choice(self.names[best], "embedding", score)
 
 
+def content_text(content) -> str:
+    """The text of a message's content: a string, or the text parts of a content list."""
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
 def prompt_text(body: dict) -> str:
     """What is classified: a completion's prompt, or a chat's first user message.
 
@@ -83,10 +90,7 @@ def prompt_text(body: dict) -> str:
     if "messages" in body:
         for message in body.get("messages") or []:
             if message.get("role") == "user":
-                content = message.get("content")
-                if isinstance(content, list):  # content parts: keep the text ones
-                    return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-                return content or ""
+                return content_text(message.get("content"))
         return ""
     prompt = body.get("prompt")
     return (" ".join(prompt) if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)

@@ -9,6 +9,7 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from serving.local import demo_assets as d
+from serving.policy.checks import HERMES_CALL
 
 
 def _render(messages, tools=None):
@@ -128,11 +129,11 @@ def test_a_copy_example_answers_with_its_prompt_and_holds_no_whitespace_runs(tmp
 def test_the_served_share_reads_calls_as_the_hermes_parser_does():
     from vllm.tool_parsers.hermes_tool_parser import Hermes2ProToolParser
 
-    assert d._PARSED_CALL.pattern == Hermes2ProToolParser.tool_call_regex.pattern
+    assert HERMES_CALL.pattern == Hermes2ProToolParser.tool_call_regex.pattern
     import re
 
     # vLLM compiles it with the regex package, whose flag values match re's.
-    assert d._PARSED_CALL.flags & re.DOTALL and Hermes2ProToolParser.tool_call_regex.flags & re.DOTALL
+    assert HERMES_CALL.flags & re.DOTALL and Hermes2ProToolParser.tool_call_regex.flags & re.DOTALL
 
 
 def test_parsed_message_reads_calls_as_the_route_returns_them():
