@@ -16,7 +16,7 @@ from serving.api.fleet import FleetSpec
 from serving.api.problems import FleetSpecError
 from serving.api.status import Condition, FleetStatus, RayServiceStatus, RolloutStatus, RouteStatus, RouteTargetStatus
 from serving.policy.routing import RoutingTable
-from serving.rollouts.driver import canary_weights, current, summary
+from serving.rollouts.driver import canary_weights, current, shadowing, summary
 
 
 @dataclass
@@ -121,7 +121,7 @@ def plan(fleet: dict, rayservice: dict | None, *, settings: OperatorSettings, no
     rollouts = current(spec, rollouts if rollouts is not None else rollouts_in(old_status))
     weights = canary_weights(spec, rollouts)
     desired = render_rayservice(spec, name=name, namespace=namespace, settings=settings, owner_uid=meta.get("uid"),
-                                canary_weights=weights)
+                                canary_weights=weights, shadowing=shadowing(spec, rollouts))
     change = change_kind(rayservice, desired)
     if rayservice is None:
         result.create = desired

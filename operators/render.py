@@ -28,9 +28,10 @@ def labels(fleet_name: str) -> dict[str, str]:
             FLEET_LABEL: fleet_name}
 
 
-def serve_config_v2(spec: FleetSpec, canary_weights: dict[str, int] | None = None) -> str:
+def serve_config_v2(spec: FleetSpec, canary_weights: dict[str, int] | None = None,
+                    shadowing: list[str] | tuple[str, ...] = ()) -> str:
     """The fleet's Serve config as KubeRay wants it: YAML text, HTTP options left to KubeRay."""
-    config = serve_config(spec, canary_weights=canary_weights)
+    config = serve_config(spec, canary_weights=canary_weights, shadowing=shadowing)
     del config["http_options"]  # KubeRay runs the proxy on the head's serve port itself
     return yaml.safe_dump(config, sort_keys=False)
 
@@ -128,10 +129,12 @@ def ray_cluster_config(spec: FleetSpec, settings: OperatorSettings) -> dict:
 
 
 def render_rayservice(spec: FleetSpec, *, name: str, namespace: str, settings: OperatorSettings,
-                      owner_uid: str | None = None, canary_weights: dict[str, int] | None = None) -> dict:
+                      owner_uid: str | None = None, canary_weights: dict[str, int] | None = None,
+                      shadowing: list[str] | tuple[str, ...] = ()) -> dict:
     """The RayService for fleet ``name``; with ``owner_uid`` it is owned by (and deleted with) the fleet.
 
-    ``canary_weights``: the routes' current canary shares, from the rollouts in the fleet's status.
+    ``canary_weights``: the routes' current canary shares, and ``shadowing`` the routes whose canary shadows
+    live requests, from the rollouts in the fleet's status.
     """
     metadata = {"name": name, "namespace": namespace, "labels": labels(name)}
     if owner_uid:
@@ -144,7 +147,7 @@ def render_rayservice(spec: FleetSpec, *, name: str, namespace: str, settings: O
         "kind": "RayService",
         "metadata": metadata,
         "spec": {
-            "serveConfigV2": serve_config_v2(spec, canary_weights),
+            "serveConfigV2": serve_config_v2(spec, canary_weights, shadowing),
             "rayClusterConfig": ray_cluster_config(spec, settings),
         },
     }

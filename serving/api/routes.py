@@ -116,6 +116,26 @@ class CanaryAnalysis(SpecModel):
     probes: Probes | None = Field(None, description="Quality probes: prompts with checks on the canary's answers.")
 
 
+class CanaryShadow(SpecModel):
+    """Before any live traffic: a share of the route's requests also goes to the candidate, whose answers are
+    never returned, only judged (the route's checks, and agreement with the answer that was returned)."""
+
+    share: int = Field(20, ge=1, le=100, description="Percent of the route's live (non-streamed) requests also "
+                       "sent to the candidate.")
+    duration: str = Field("5m", pattern=DURATION_PATTERN, description="How long the shadow phase runs before it "
+                          "is judged, e.g. 30s, 5m, 1h.")
+    min_requests: int = Field(20, ge=1, description="Shadowed requests the phase needs before it is judged; it "
+                              "waits past its duration until they arrive.")
+    min_agreement: float = Field(0.8, ge=0, le=1, description="Lowest share of the candidate's answers (of those "
+                                 "it gave) that pass the route's checks and agree with the answer returned (0..1).")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="Highest share of shadowed requests the candidate "
+                                  "may fail (0..1).")
+
+    @property
+    def duration_seconds(self) -> int:
+        return duration_seconds(self.duration)
+
+
 class CanaryStrategy(SpecModel):
     """Roll a new adapter version out on a route step by step, judged on measured SLOs."""
 
@@ -127,6 +147,9 @@ class CanaryStrategy(SpecModel):
     interval: str = Field("60s", pattern=DURATION_PATTERN, description="Time per step before its analysis, "
                           "e.g. 30s, 5m, 1h.")
     analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis, description="Checks each step must pass.")
+    shadow: CanaryShadow | None = Field(None, description="A shadow phase before the first step: the candidate "
+                                        "answers copies of live requests, unseen, and must agree with what was "
+                                        "returned before it gets any live traffic.")
 
     @field_validator("steps")
     @classmethod

@@ -47,6 +47,7 @@ class RayServiceStatus(_Status):
 class RolloutPhase(str, Enum):
     """Where a canary rollout stands; Promoted, RolledBack and Failed are terminal."""
 
+    SHADOWING = "Shadowing"
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
     PROMOTED = "Promoted"
@@ -59,18 +60,21 @@ HISTORY = 20
 
 
 class AnalysisStatus(_Status):
-    requests: int = Field(0, description="Canary requests answered in the current step.")
+    requests: int = Field(0, description="Canary requests answered in the current step (in the shadow phase: "
+                          "requests shadowed).")
     errors: int = Field(0, description="Of which failed.")
     p95_ms: float | None = Field(None, description="Canary p95 latency in the step (ms).")
     stable_p95_ms: float | None = Field(None, description="Stable version's p95 latency in the same window (ms).")
     probes_passed: int | None = Field(None, description="Quality probes the canary passed in this step.")
     probes_total: int | None = Field(None, description="Quality probes sent in this step.")
+    agreed: int | None = Field(None, description="In the shadow phase: the candidate's answers that passed the "
+                               "route's checks and agreed with the answer returned.")
 
 
 class HistoryEntry(_Status):
     time: str = Field(description="When (RFC 3339).")
     phase: RolloutPhase = Field(description="Phase after the transition.")
-    step: int = Field(description="Step (1-based) after the transition.")
+    step: int = Field(description="Step (1-based) after the transition; 0: the shadow phase.")
     weight: int = Field(description="Canary weight after the transition.")
     reason: str = Field("", description="Why.")
 
@@ -83,7 +87,7 @@ class RolloutStatus(_Status):
     stable: str = Field(description="The stable target (adapter@version, or the base model).")
     rollout_id: str = Field(description="Fingerprint of the canary, steps and analysis; a change starts a new rollout.")
     phase: RolloutPhase = Field(description="Rollout phase.")
-    step: int = Field(description="Current step, 1-based.")
+    step: int = Field(description="Current step, 1-based; 0 in the shadow phase (or a pause of it).")
     steps: int = Field(description="Number of steps.")
     weight: int = Field(description="The canary's current share of the route in percent.")
     step_started: str = Field(description="When the current step (or pause) started (RFC 3339).")

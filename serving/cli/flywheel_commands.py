@@ -10,6 +10,7 @@ import sys
 from serving.api.capture import SECRET_ENV
 from serving.api.fields import DURATION_PATTERN, duration_seconds
 from serving.api.problems import UserError
+from serving.api.routes import CanaryShadow
 
 EXIT_OK = 0
 
@@ -302,6 +303,18 @@ def cmd_evaluate(args) -> int:
     return EXIT_OK
 
 
+def _shadow_of(args) -> dict | None:
+    """The canary's shadow phase (spec form) from propose's options; None with --no-shadow."""
+    given = {"duration": args.shadow, "share": args.shadow_share, "minRequests": args.shadow_min_requests,
+             "minAgreement": args.shadow_min_agreement}
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.no_shadow:
+        if given:
+            raise UserError("--no-shadow starts the canary at its first step: drop the --shadow* options with it")
+        return None
+    return given
+
+
 def cmd_propose(args) -> int:
     import yaml
 
@@ -341,7 +354,8 @@ def cmd_propose(args) -> int:
     probes = pick_probes([evals[i] for i in passed] if passed is not None else evals, tier.checks,
                          args.probe_max_tokens)
     new = propose(doc, canary_route=canary_route, adapter=adapter, version=version, source=report["candidateSource"],
-                  sha256=report.get("candidateSha256"), probes=probes, interval=args.interval, steps=args.steps)
+                  sha256=report.get("candidateSha256"), probes=probes, interval=args.interval, steps=args.steps,
+                  shadow=_shadow_of(args))
     fleet_from_document(new, source=f"{where} with the proposal")  # refuses what would not validate
     store = AdapterStore()
     stored = store.read_manifest(report["candidateSource"])
@@ -450,6 +464,16 @@ def add_parser(sub) -> None:
     o.add_argument("--steps", type=int, nargs="+", metavar="W", help="the canary's weights, e.g. 25 50 100")
     o.add_argument("--probe-max-tokens", type=int, default=64, metavar="N", help="tokens each probe may take "
                    "(default 64: a tool call is long)")
+    shadow = {name: field.default for name, field in CanaryShadow.model_fields.items()}
+    o.add_argument("--shadow", metavar="D", type=_duration, help="how long the canary first shadows live requests, "
+                   f"unseen, before its first step (default {shadow['duration']})")
+    o.add_argument("--shadow-share", type=int, metavar="PCT", help="percent of live requests copied to it "
+                   f"(default {shadow['share']})")
+    o.add_argument("--shadow-min-requests", type=int, metavar="N", help="shadowed requests the phase needs "
+                   f"(default {shadow['min_requests']})")
+    o.add_argument("--shadow-min-agreement", type=float, metavar="F", help="share of its answers that must pass "
+                   f"the checks and agree with what was returned (default {shadow['min_agreement']:g})")
+    o.add_argument("--no-shadow", action="store_true", help="start at the first step, without a shadow phase")
     o.set_defaults(fn=cmd_propose)
 
     p = fsub.add_parser("prune", help="delete records older than the retention (or print an S3 lifecycle rule)")

@@ -107,15 +107,22 @@ def cmd_rollout(args) -> int:
 
 def _rollout_table(statuses: list[dict]) -> str:
     rows = [("ROUTE", "CANARY", "STABLE", "PHASE", "STEP", "WEIGHT", "REASON")]
-    rows += [(s["route"], s["canary"], s["stable"], s["phase"], f"{s['step']}/{s['steps']}", f"{s['weight']}%",
+    rows += [(s["route"], s["canary"], s["stable"], s["phase"], _step(s["step"], s["steps"]), f"{s['weight']}%",
               s.get("reason", "")) for s in statuses]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join([c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]).rstrip() for r in rows]
     for s in statuses:
         lines.append(f"\nhistory of {s['route']} ({s['canary']}):")
-        lines += [f"  {h['time']}  {h['phase']:<11} step {h['step']}  {h['weight']:>3}%  {h.get('reason', '')}"
+        lines += [f"  {h['time']}  {h['phase']:<11} {_step(h['step']):<7} {h['weight']:>3}%  {h.get('reason', '')}"
                   for h in s.get("history", [])]
     return "\n".join(lines)
+
+
+def _step(step: int, steps: int | None = None) -> str:
+    """A rollout's step for people: "shadow" for the shadow phase (step 0), else "step 2" or "2/4"."""
+    if step == 0:
+        return "shadow"
+    return f"{step}/{steps}" if steps else f"step {step}"
 
 
 def cmd_adapters_push(args) -> int:

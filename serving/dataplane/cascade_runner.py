@@ -29,6 +29,7 @@ from serving.api import headers as h
 from serving.api.routes import CascadeTier, RouteSpec, TargetRef
 from serving.dataplane.dispatch import DispatchFailed, Sender, dispatch
 from serving.dataplane.errors import error_response
+from serving.dataplane.shadow_runner import ShadowRunner
 from serving.observability.capture import RequestCapture
 from serving.observability.metrics import Recorder
 from serving.observability.telemetry import RequestTelemetry
@@ -70,6 +71,8 @@ class TierOutcome:
     target: object | None = None
     """The fleet target that answered, once a tier naming a route is followed to it (the request's metrics
     carry its adapter and version, so a canary on that route counts the cascade's traffic)."""
+    reached: tuple[str, ...] = ()
+    """The split routes the tier was followed through (a canary shadowing one gets a copy of the request)."""
 
 
 @dataclass
@@ -80,11 +83,13 @@ class CascadeResult:
     tier_name: str
     rejected: list[dict] = field(default_factory=list)
     target: object | None = None
+    reached: tuple[str, ...] = ()
+    """The split routes the tiers tried were followed through."""
 
 
 class CascadeRunner:
-    def __init__(self, fleet: Fleet, metrics: Recorder):
-        self.fleet, self.metrics = fleet, metrics
+    def __init__(self, fleet: Fleet, metrics: Recorder, shadows: ShadowRunner | None = None):
+        self.fleet, self.metrics, self.shadows = fleet, metrics, shadows
         self._http: httpx.AsyncClient | None = None
         self.stats: dict[str, RouteStats] = {}
         """Per cascade route, since this router replica started (GET /v1/fleet/routes/{name}/stats)."""
@@ -126,12 +131,16 @@ class CascadeRunner:
                 payload = {**payload, "slmfleet": explanation(result.tier, result.tier_name, result.rejected)}
             response = JSONResponse(payload)
         response.headers.update(headers)
-        return telemetry.answered(response, client_wants_usage=client_wants_usage)
+        answered = telemetry.answered(response, client_wants_usage=client_wants_usage)
+        if self.shadows is not None and result.status == 200:
+            self.shadows.after(result.reached, body, call_method, result.payload)
+        return answered
 
     async def run(self, route: RouteSpec, client_body: dict, body, request: Request, call_method: str,
                   telemetry: RequestTelemetry) -> CascadeResult:
         rejected: list[dict] = []
         uses: list[TierUse] = []
+        reached: list[str] = []
         for n, tier in enumerate(route.tiers, 1):
             last = n == len(route.tiers)
             started = time.perf_counter()
@@ -143,6 +152,7 @@ class CascadeRunner:
             except TimeoutError:
                 outcome = TierOutcome(504, _error(f"tier {n} ({tier.describe()}) gave no answer within {tier.timeout}"),
                                       ("timeout", f"no answer within {tier.timeout}"))
+            reached += outcome.reached
             if outcome.status == 200 and outcome.reason is None and not last:
                 outcome.reason = rejection(tier.checks, Answer.of(outcome.payload), client_body)
             elapsed = time.perf_counter() - started
@@ -156,13 +166,15 @@ class CascadeRunner:
             self.metrics.inc("slmfleet_cascade_tier_tokens_total", use.tokens, **labels)
             if accepted:
                 self._account(route, uses)
-                return CascadeResult(200, outcome.payload, n, tier.describe(), rejected, outcome.target or target)
+                return CascadeResult(200, outcome.payload, n, tier.describe(), rejected, outcome.target or target,
+                                     tuple(reached))
             rejected.append({"tier": n, "by": tier.describe(), "reason": outcome.reason[1]})
             if last:
                 logger.warning("route %s: every tier failed: %s", route.name, rejected)
                 self._account(route, uses)
                 return CascadeResult(outcome.status, _error(f"tier {n} ({tier.describe()}) failed: "
-                                                            f"{outcome.reason[1]}"), n, tier.describe(), rejected)
+                                                            f"{outcome.reason[1]}"), n, tier.describe(), rejected,
+                                     reached=tuple(reached))
         raise AssertionError("a cascade has at least two tiers")  # validated in the spec
 
     def _account(self, route: RouteSpec, uses: list[TierUse]) -> None:
@@ -181,18 +193,22 @@ class CascadeRunner:
             return await self._ask_endpoint(tier, client_body, call_method)
         table, name = self.fleet.table, tier.route
         target = table.target_of(tier)
+        reached: tuple[str, ...] = ()
         while target is None:  # a route: follow classify routes to a target, or run a cascade route
             if name in table.cascades:
                 result = await self.run(table.cascades[name], client_body, body, request, call_method, telemetry)
                 return TierOutcome(result.status, result.payload,
                                    None if result.status == 200 else ("error", result.payload["error"]["message"]),
-                                   target=result.target)
+                                   target=result.target, reached=result.reached)
             if name in table.classifies:
                 ref = self.fleet.classified(name, client_body)
                 name, target = ref.route, table.target_of(ref)
                 continue
             target = table.resolve(name, sticky_key=client_body.get("user"))
-        return await self._ask_fleet(target, tier, client_body, body, request, call_method, telemetry)
+            reached = (name,)
+        outcome = await self._ask_fleet(target, tier, client_body, body, request, call_method, telemetry)
+        outcome.reached = reached
+        return outcome
 
     async def _ask_fleet(self, target, tier: CascadeTier, client_body: dict, body, request: Request,
                          call_method: str, telemetry: RequestTelemetry) -> TierOutcome:

@@ -30,6 +30,7 @@ from serving.dataplane.errors import client_error, error_response, invalid_reque
 from serving.dataplane.mcp_tools import FleetMCP
 from serving.dataplane.ray_serve_llm import IngressBase, ModelCard, OpenAIHTTPException
 from serving.dataplane.responses_api import ResponsesInputError, StreamTranslator, chat_request, response_from_chat
+from serving.dataplane.shadow_runner import ShadowRunner
 from serving.embedding.embedders import embedder
 from serving.observability.metrics import Recorder
 from serving.observability.telemetry import RequestTelemetry
@@ -57,7 +58,8 @@ class FleetRouter(IngressBase):
         super().__init__(llm_deployments, cards)
         self._table: RoutingTable | None = None
         self._metrics = Recorder("router")
-        self._cascades = CascadeRunner(self, self._metrics)
+        self._shadows = ShadowRunner(self, self._metrics)
+        self._cascades = CascadeRunner(self, self._metrics, self._shadows)
         self._classifiers: dict[str, TaskClassifier] = {}
         self._mcp = FleetMCP(self._answer_mcp)
         self._capture = TrafficCapture(self._metrics)
@@ -71,7 +73,7 @@ class FleetRouter(IngressBase):
                 raise
             logger.error("refusing new routing config, keeping the current one: %s", err)
             return
-        table = RoutingTable(spec, user_config.get("canaryWeights"))
+        table = RoutingTable(spec, user_config.get("canaryWeights"), user_config.get("shadowing") or ())
         # Embedding the classes' examples (and loading the embedding model, once) takes seconds:
         # done here, before the new table takes requests.
         self._classifiers = {name: TaskClassifier(r, embedder) for name, r in table.classifies.items()}
@@ -223,7 +225,10 @@ class FleetRouter(IngressBase):
                                           f"route '{route}': {err}",
                                           type=err.type)
         response.headers.update(served_by_headers(route, target))
-        return telemetry.answered(response, client_wants_usage=client_wants_usage)
+        answered = telemetry.answered(response, client_wants_usage=client_wants_usage)
+        if chosen is None and route in self.table.shadows:
+            self._shadows.after([route], body, call_method, _payload_of(answered))
+        return answered
 
     def classified(self, route: str, body: dict):
         """The class (or the default) of classify route ``route`` for a request ``body``, counted."""
@@ -293,6 +298,16 @@ async def _responses_events(chat_stream, translator: StreamTranslator):
             yield event
     for event in translator.finish():
         yield event
+
+
+def _payload_of(response: Response) -> dict | None:
+    """A whole JSON answer's body; None for an error or a stream (whose answer is not held: not shadowed)."""
+    if response.status_code != 200 or isinstance(response, StreamingResponse):
+        return None
+    try:
+        return json.loads(response.body)
+    except ValueError:
+        return None
 
 
 def tool_fields(body) -> dict:

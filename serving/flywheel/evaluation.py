@@ -9,14 +9,13 @@ tiny bases of the demo and the tests; a large base wants the RayJob's GPU). A ch
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 
 from serving.api.problems import UserError
 from serving.api.routes import CascadeTier, RouteSpec, TierChecks
 from serving.policy.cascade import Answer, rejection
 from serving.policy.checks import hermes_message
+from serving.policy.shadow import answer_key, normal_text
 
 DEFAULT_THRESHOLD = 0.9
 """Share of the eval split on which the candidate must pass the first tier's checks for propose."""
@@ -62,30 +61,14 @@ def parse_answer(raw: str, call: str) -> dict:
     return {"choices": [{"message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}]}
 
 
-def _normal(text) -> str:
-    return re.sub(r"\s+", " ", str(text or "").strip())
-
-
-def answer_key(message: dict) -> tuple:
-    """What two answers must share to agree: the same text, or the same calls with equal arguments."""
-    calls = []
-    for c in message.get("tool_calls") or []:
-        fn = c.get("function") or {}
-        try:
-            args = json.loads(fn.get("arguments") or "{}")
-        except ValueError:
-            args = fn.get("arguments")
-        calls.append((fn.get("name"), json.dumps(args, sort_keys=True)))
-    return ("calls", tuple(calls)) if calls else ("text", _normal(message.get("content")))
-
-
 def judge(example: dict, body: dict, checks: TierChecks) -> tuple[bool, bool]:
     """(passes the checks, agrees with the example's recorded answer) for one answer ``body``."""
     request = {k: example[v] for k, v in (("tools", "tools"), ("tool_choice", "toolChoice"),
                                           ("response_format", "responseFormat")) if v in example}
     if "prompt" in example:
         answer = Answer.of(body)
-        return rejection(checks, answer, request) is None, _normal(answer.text) == _normal(example["completion"])
+        agreed = normal_text(answer.text) == normal_text(example["completion"])
+        return rejection(checks, answer, request) is None, agreed
     message = body["choices"][0]["message"]
     passed = rejection(checks, Answer.of(body), {**request, "messages": example["messages"][:-1]}) is None
     return passed, answer_key(message) == answer_key(example["messages"][-1])

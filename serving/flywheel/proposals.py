@@ -67,9 +67,10 @@ def _named(items: list[dict], name: str, what: str) -> dict:
 
 
 def propose(doc: dict, *, canary_route: str, adapter: str, version: str, source: str, sha256: str | None,
-            probes: list[dict], interval: str | None = None, steps: list[int] | None = None) -> dict:
+            probes: list[dict], interval: str | None = None, steps: list[int] | None = None,
+            shadow: dict | None = None) -> dict:
     """``doc`` with ``adapter@version`` declared and a canary of it on ``canary_route`` (a split route whose
-    one stable target is that adapter)."""
+    one stable target is that adapter), starting with the ``shadow`` phase (spec form) if one is given."""
     new = copy.deepcopy(doc)
     spec = new["spec"] if "spec" in new else new
     entry = _named(spec.get("adapters") or [], adapter, "adapter")
@@ -96,5 +97,7 @@ def propose(doc: dict, *, canary_route: str, adapter: str, version: str, source:
         analysis["probes"] = {"prompts": probes}
     if analysis:
         canary["analysis"] = analysis
+    if shadow is not None:
+        canary["shadow"] = shadow
     route["strategy"] = {"canary": canary}
     return new

@@ -7,7 +7,7 @@ both. The tier's checks are the route's contract: a tool request needs a well-fo
 offered tool (toolCall), words need to come back in upper case (a regex). Traffic is both tasks, so
 every tool request escalates. Capture is on for ``assistant``; the loop then runs
 
-    records -> clusters -> dataset -> train -> evaluate -> propose -> canary (served, promoted)
+    records -> clusters -> dataset -> train -> evaluate -> propose -> shadow -> canary (served, promoted)
 
 and measures, on held-out prompts of each task sent to ``assistant-eval`` (the same cascade with
 capture off, so measuring never feeds the training set), the share the first tier answers before and
@@ -167,19 +167,15 @@ def served_on_running_ray(port: int, metrics_url: str, tick_s: float = 2):
     import threading
 
     from serving.api.documents import load_fleet_file
-    from serving.local import runtime as local_runtime
-    from serving.local.rollouts import LocalRollouts, serve_control
-    from serving.local.serve import watch_fleet_file
-    from serving.rollouts.driver import Rollouts
+    from serving.local.rollouts import serve_control
+    from serving.local.serve import fleet_rollouts, watch_fleet_file
     from serving.rollouts.metric_sources import ScrapeSource
 
     @contextmanager
     def serving(path: Path, env: dict, log):
         spec = load_fleet_file(path)
         url = f"http://127.0.0.1:{port}"
-        rollouts = LocalRollouts(spec, Rollouts(ScrapeSource(metrics_url), fleet_url=url), tick_s=tick_s, report=log,
-                                 deploy=lambda spec, weights: local_runtime.deploy(spec, port=port,
-                                                                                   canary_weights=weights))
+        rollouts = fleet_rollouts(spec, ScrapeSource(metrics_url), port=port, tick_s=tick_s, report=log)
         rollouts.apply(spec)
         control_port = free_port()
         control = serve_control(rollouts, control_port)
@@ -260,30 +256,35 @@ def steps(step: Step, http: httpx.Client, url: str, control: str, fleet: Path, h
     # than it serves (every held-out tool request, after).
     step("flywheel", "evaluate", dataset, "--candidate", "assistant@v2", "--fleet", str(fleet), "--threshold", "0.7")
     step("flywheel", "propose", str(fleet), "--candidate", "assistant@v2", "--evaluation",
-         f"{dataset}/evaluation-assistant-v2.json", "--threshold", "0.7", "--interval", "10s", "--steps", "50", "100")
-    figures["promoted"] = canary(http, url, control, log)
+         f"{dataset}/evaluation-assistant-v2.json", "--threshold", "0.7", "--interval", "10s", "--steps", "50", "100",
+         # Every live request copied for 10 s; agreement at 0.6: the candidate answers the word requests in its own
+         # words, where the returned answer is the first tier's (the checks, not the wording, matter there).
+         "--shadow", "10s", "--shadow-share", "100", "--shadow-min-requests", "10", "--shadow-min-agreement", "0.6")
+    final = canary(http, url, control, log)
+    figures["promoted"] = final.get("phase") == "Promoted"
+    figures["shadow"] = next((h["reason"] for h in final.get("history", []) if h["reason"].startswith("shadow ")), None)
     step("rollout", "status", "--control", control)
     figures["first_tier_share_after"] = first_tier_share(http, url, held_out["tools"])
     figures["first_tier_share_other_tasks_after"] = first_tier_share(http, url, held_out["words"])
     return figures
 
 
-def canary(http: httpx.Client, url: str, control: str, log, timeout_s: float = 600) -> bool:
-    """Send the route's traffic while the canary rolls out; True once it is promoted."""
-    deadline, seed, last = time.monotonic() + timeout_s, 100, None
-    log("\nserving traffic while the canary of assistant@v2 rolls out on assistant-small...")
+def canary(http: httpx.Client, url: str, control: str, log, timeout_s: float = 600) -> dict:
+    """Send the route's traffic while the canary shadows it, then rolls out; the rollout's status at its end."""
+    deadline, seed, last, status = time.monotonic() + timeout_s, 100, None, {}
+    log("\nserving traffic while the canary of assistant@v2 shadows, then rolls out on assistant-small...")
     while time.monotonic() < deadline:
         status = rollout_of(http, control, "assistant-small")
         phase = status.get("phase")
         if (phase, status.get("weight")) != last and phase:
             last = (phase, status.get("weight"))
             log(f"  rollout: {phase} at {status.get('weight')}% {status.get('reason', '')}".rstrip())
-        if phase in ("Promoted", "RolledBack", "Aborted", "Failed"):
-            return phase == "Promoted"
+        if phase in ("Promoted", "RolledBack", "Failed"):
+            return status
         for _, body in traffic(5, seed):
             ask(http, url, "assistant", body)
         seed += 1
-    return False
+    return status
 
 
 def main() -> int:

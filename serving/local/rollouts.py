@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from serving.api.fleet import FleetSpec
 from serving.api.status import RolloutStatus
 from serving.policy.rollout import Command
-from serving.rollouts.driver import Rollouts, canary_weights, current, parse_command
+from serving.rollouts.driver import Rollouts, canary_weights, current, parse_command, shadowing
 
 log = logging.getLogger("slmfleet.rollout")
 DEFAULT_CONTROL_PORT = 8100
@@ -31,15 +31,17 @@ DEFAULT_TICK_SECONDS = 5.0
 
 
 class LocalRollouts:
-    """Drives the rollouts of one locally served fleet; ``deploy(spec, weights)`` applies a config."""
+    """Drives the rollouts of one locally served fleet; ``deploy(spec, weights, shadowing)`` applies a config."""
 
-    def __init__(self, spec: FleetSpec, rollouts: Rollouts, deploy: Callable[[FleetSpec, dict[str, int]], object], *,
+    def __init__(self, spec: FleetSpec, rollouts: Rollouts,
+                 deploy: Callable[[FleetSpec, dict[str, int], list[str]], object], *,
                  tick_s: float = DEFAULT_TICK_SECONDS, report: Callable[[str], None] = print,
                  clock: Callable[[], float] = time.time):
         self.spec, self.rollouts, self.deploy, self.tick_s, self.report, self.clock = (
             spec, rollouts, deploy, tick_s, report, clock)
         self.statuses: dict[str, RolloutStatus] = {}
         self.weights: dict[str, int] = canary_weights(spec, {})
+        self.shadowing: list[str] = []
         self._commands: dict[str | None, Command] = {}
         self._lock = threading.RLock()  # one deploy at a time: the file watcher's or the ticker's
 
@@ -49,7 +51,8 @@ class LocalRollouts:
             self.spec = spec
             self.statuses = current(spec, self.statuses)
             self.weights = canary_weights(spec, self.statuses)
-            self.deploy(spec, self.weights)
+            self.shadowing = shadowing(spec, self.statuses)
+            self.deploy(spec, self.weights, self.shadowing)
 
     def command(self, text: str) -> str:
         """Queue ``"<command> [route]"`` for the next tick; ValueError says what is wrong."""
@@ -66,9 +69,9 @@ class LocalRollouts:
             if spec is not self.spec:  # the file changed meanwhile: its deploy wins, tick again
                 return
             self.statuses = result.statuses
-            if result.weights != self.weights:
-                self.weights = result.weights
-                self.deploy(spec, self.weights)
+            if (result.weights, result.shadowing) != (self.weights, self.shadowing):
+                self.weights, self.shadowing = result.weights, result.shadowing
+                self.deploy(spec, self.weights, self.shadowing)
         for _type, reason, message in result.events:
             self.report(f"{reason}: {message}")
 

@@ -32,10 +32,11 @@ def start_ray(*, num_cpus: int | None = None, metrics_port: int | None = None,
 
 def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 600,
            extra_apps: tuple[dict, ...] = (), overrides: dict[str, dict] | None = None,
-           canary_weights: dict[str, int] | None = None) -> dict:
+           canary_weights: dict[str, int] | None = None, shadowing: list[str] | tuple[str, ...] = ()) -> dict:
     """Deploy (or update in place) the fleet and wait until it runs; returns the Serve config used.
 
-    ``canary_weights`` are the routes' canary shares (``serving.rollouts.driver``). ``extra_apps`` are
+    ``canary_weights`` are the routes' canary shares and ``shadowing`` the routes whose canary shadows live
+    requests (``serving.rollouts.driver``). ``extra_apps`` are
     more Serve applications deployed with it, and ``overrides`` maps a fleet deployment's name to Serve
     options merged into its config (both for the benchmarks).
 
@@ -45,7 +46,7 @@ def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeou
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
-    config = serve_config(spec, host=host, port=port, canary_weights=canary_weights)
+    config = serve_config(spec, host=host, port=port, canary_weights=canary_weights, shadowing=shadowing)
     for deployment in config["applications"][0]["deployments"]:
         deployment.update((overrides or {}).get(deployment["name"], {}))
     config["applications"] += list(extra_apps)

@@ -29,6 +29,15 @@ def _raise_stop(signum, frame):
     raise _Stop()
 
 
+def fleet_rollouts(spec: FleetSpec, source, *, port: int, host: str = "127.0.0.1",
+                   tick_s: float = DEFAULT_TICK_SECONDS, report=print) -> LocalRollouts:
+    """The rollouts of a fleet served on this process's Ray on ``host:port``: each decision redeployed in place."""
+    return LocalRollouts(
+        spec, Rollouts(source, fleet_url=f"http://127.0.0.1:{port}"), tick_s=tick_s, report=report,
+        deploy=lambda spec, weights, shadowing: local_runtime.deploy(spec, host=host, port=port,
+                                                                     canary_weights=weights, shadowing=shadowing))
+
+
 def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None, metrics_port: int | None = None,
                         on_ready=None, prometheus_url: str | None = None, control_port: int | None = None,
                         rollout_tick_s: float = DEFAULT_TICK_SECONDS,
@@ -47,9 +56,7 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
     # Rollouts read the fleet's own metrics when no Prometheus is named, so Ray must export them.
     scrape_port = metrics_port or free_port()
     source = PrometheusSource(prometheus_url) if prometheus_url else ScrapeSource(f"http://127.0.0.1:{scrape_port}/metrics")
-    rollouts = LocalRollouts(
-        spec, Rollouts(source, fleet_url=f"http://127.0.0.1:{port}"), tick_s=rollout_tick_s,
-        deploy=lambda spec, weights: local_runtime.deploy(spec, host=host, port=port, canary_weights=weights))
+    rollouts = fleet_rollouts(spec, source, host=host, port=port, tick_s=rollout_tick_s)
     stop = threading.Event()
     try:
         print(f"starting fleet from {path} (first start takes about a minute on CPU)...", flush=True)

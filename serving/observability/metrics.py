@@ -9,14 +9,17 @@ the dashboard see the ``slmfleet_*`` names below (``PROMETHEUS_RENAME`` is that 
 Labels are bounded by the fleet spec: route, base model, adapter and version come from the spec,
 ``status`` is an HTTP status code and ``error_type`` one of a few OpenAI error types. Nothing
 per-request (no user, session or prompt) is ever a label. A base-model target has adapter="" and
-version="".
+version="". ``traffic`` is "live" for what clients asked, "shadow" for the copies a canary's shadow
+phase sends it (never returned, never billed): live numbers select ``traffic!="shadow"``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-TARGET = ("route", "base_model", "adapter", "version")
+TARGET = ("route", "base_model", "adapter", "version", "traffic")
+LIVE, SHADOW = "live", "shadow"
+"""Values of the ``traffic`` label."""
 ADAPTER = ("base_model", "adapter", "version")
 
 # Seconds. LLM latencies span milliseconds (a cached tiny model) to minutes (long generations).
@@ -69,6 +72,13 @@ CATALOG = (
     Metric("slmfleet_cascade_cost_total", "counter",
            "Estimated cost of cascade requests (tiers' costPer1kTokens): basis=cascade as served, "
            "basis=last_tier had every request gone straight to the last tier.", ("route", "basis")),
+    # Recorded by the router for a canary's shadow phase.
+    Metric("slmfleet_shadow_answers_total", "counter",
+           "Shadowed requests by how the canary's unseen answer did: agree (passed the route's checks and agreed "
+           "with the answer returned), disagree, failed_checks or error.", TARGET + ("outcome",)),
+    Metric("slmfleet_shadow_dropped_total", "counter",
+           "Live requests that were to be shadowed but were not: too many shadow copies in flight already.",
+           ("route",)),
     # Recorded by the router's capture writer.
     Metric("slmfleet_capture_records_total", "counter", "Captured records written (redacted) to the capture store.",
            ("route",)),

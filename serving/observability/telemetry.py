@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 
 from serving.api import headers as h
 from serving.observability import tracing
-from serving.observability.metrics import Recorder
+from serving.observability.metrics import LIVE, Recorder
 from serving.policy.routing import Target
 
 logger = logging.getLogger("ray.serve").getChild("slmfleet.telemetry")
@@ -54,17 +54,18 @@ class RequestTelemetry:
     """Metrics and the router span of one request."""
 
     def __init__(self, recorder: Recorder, *, route: str, call_method: str, stream: bool,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, traffic: str = LIVE):
         self.recorder, self.stream = recorder, stream
         self.started = time.perf_counter()
-        self.labels = {"route": route, "base_model": "", "adapter": "", "version": ""}
+        self.labels = {"route": route, "base_model": "", "adapter": "", "version": "", "traffic": traffic}
         self.input_tokens = self.output_tokens = 0
         self.capture = None
         """A ``RequestCapture`` when this request is sampled for traffic capture: fed the answer, finished here."""
         # A client's own trace (W3C traceparent) continues through the fleet.
         self.span = tracing.tracer().start_span(
             "slmfleet.router", context=tracing.extract(headers), kind=trace.SpanKind.SERVER,
-            attributes={"slmfleet.route": route, "slmfleet.call": call_method, "slmfleet.stream": stream})
+            attributes={"slmfleet.route": route, "slmfleet.call": call_method, "slmfleet.stream": stream,
+                        "slmfleet.traffic": traffic})
 
     def target(self, target: Target) -> None:
         self.labels.update(base_model=target.base_model, adapter=target.adapter or "", version=target.version or "")

@@ -4,7 +4,11 @@
 the route's traffic, and the reason. The operator (on Kubernetes) and ``slm-fleet serve`` (locally)
 call it on every tick with the metrics they read; whatever they read, the rules are these:
 
-- A rollout starts at its first step's weight. At the end of each step's interval the step's
+- A rollout with a shadow phase starts Shadowing at 0%: the router copies a share of the route's live
+  requests to the canary and judges its answers, unseen. At the end of the phase's duration: too few
+  shadowed requests → wait; error rate and agreement within their limits → the first step; else
+  RolledBack. Its state is step -1 (status step 0), so a pause of it resumes into it, at 0%.
+- A rollout without one starts at its first step's weight. At the end of each step's interval the step's
   analysis decides: not enough requests yet → wait; every check passed → next step (or Promoted
   after the last one, the 100% step, passed too); any check failed → RolledBack, the canary back to 0%.
 - A canary that cannot load fails at once (Failed, 0%); it never gets past its first step's share.
@@ -21,7 +25,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
-from serving.api.routes import CanaryAnalysis, CanaryStrategy, steps_problem
+from serving.api.routes import CanaryAnalysis, CanaryShadow, CanaryStrategy, steps_problem
 from serving.api.status import RolloutPhase as Phase
 
 TERMINAL = (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED)
@@ -49,11 +53,24 @@ class Analysis:
 
 
 @dataclass(frozen=True)
+class Shadow:
+    """The shadow phase: what the canary's unseen answers to copied live requests must show."""
+
+    duration_s: float
+    share: int = CanaryShadow.model_fields["share"].default
+    """Percent of live requests copied to the canary (the router's part; part of the fingerprint)."""
+    min_requests: int = CanaryShadow.model_fields["min_requests"].default
+    min_agreement: float = CanaryShadow.model_fields["min_agreement"].default
+    max_error_rate: float = CanaryShadow.model_fields["max_error_rate"].default
+
+
+@dataclass(frozen=True)
 class Policy:
     steps: tuple[int, ...]
     """Canary weights in percent, increasing, ending at 100."""
     interval_s: float
     analysis: Analysis = field(default_factory=Analysis)
+    shadow: Shadow | None = None
 
     def __post_init__(self):
         problem = steps_problem(self.steps)
@@ -70,10 +87,14 @@ class Policy:
 
 def policy_for(canary: CanaryStrategy) -> Policy:
     """The engine's policy for a route's ``strategy.canary``."""
-    a = canary.analysis
+    a, sh = canary.analysis, canary.shadow
+    shadow = None if sh is None else Shadow(duration_s=sh.duration_seconds, share=sh.share,
+                                            min_requests=sh.min_requests, min_agreement=sh.min_agreement,
+                                            max_error_rate=sh.max_error_rate)
     return Policy(steps=tuple(canary.steps), interval_s=canary.interval_seconds, analysis=Analysis(
         min_requests=a.min_requests, max_error_rate=a.max_error_rate, max_p95_ms=a.max_p95_ms,
-        max_p95_ratio=a.max_p95_ratio, min_probe_pass_rate=a.probes.min_pass_rate if a.probes else None))
+        max_p95_ratio=a.max_p95_ratio, min_probe_pass_rate=a.probes.min_pass_rate if a.probes else None),
+        shadow=shadow)
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,8 @@ class Observation:
     probe_pass_rate: float | None = None
     load_error: str | None = None
     """Why the canary version cannot load on a replica, if it cannot."""
+    agreed: int = 0
+    """Shadow phase: answers that passed the route's checks and agreed with the answer returned."""
 
 
 @dataclass(frozen=True)
@@ -112,12 +135,21 @@ class Decision:
         return 100 - self.canary_weight
 
 
+SHADOW_STEP = -1
+"""The state's step while the shadow phase (or a pause of it) holds: before the first step."""
+
+
 def weight(policy: Policy, state: State) -> int:
     if state.phase == Phase.PROMOTED:
         return 100
-    if state.phase in (Phase.ROLLED_BACK, Phase.FAILED):
+    if state.phase in (Phase.ROLLED_BACK, Phase.FAILED) or state.step == SHADOW_STEP:
         return 0
     return policy.steps[state.step]
+
+
+def shadowing(state: State) -> bool:
+    """Whether the router copies live requests to the canary now (not while the shadow phase is paused)."""
+    return state.phase == Phase.SHADOWING
 
 
 def _latency_failures(analysis: Analysis, p95_ms: float, stable_p95_ms: float | None) -> list[str]:
@@ -165,12 +197,34 @@ def analyse(analysis: Analysis, obs: Observation) -> tuple[bool | None, str]:
         f", p95 {obs.p95_ms:.0f} ms" if obs.p95_ms is not None else "")
 
 
+def analyse_shadow(shadow: Shadow, obs: Observation) -> tuple[bool | None, str]:
+    """(passed, reason) of the shadow phase; None while too few requests were shadowed."""
+    needed = max(shadow.min_requests, 1)
+    if obs.requests < needed:
+        return None, f"waiting for shadowed requests: {obs.requests}/{needed}"
+    failures = []
+    error_rate = obs.errors / obs.requests
+    if error_rate > shadow.max_error_rate:
+        failures.append(f"error rate {error_rate:.1%} > {shadow.max_error_rate:.1%}")
+    answered = obs.requests - obs.errors
+    agreement = obs.agreed / answered if answered else 0.0
+    if agreement < shadow.min_agreement:
+        failures.append(f"agreement {agreement:.0%} < {shadow.min_agreement:.0%}")
+    if failures:
+        return False, "; ".join(failures)
+    return True, f"{obs.requests} shadowed, agreement {agreement:.0%}, error rate {error_rate:.1%}"
+
+
 def decide(policy: Policy, canary: str, state: State | None, obs: Observation, now: float,
            command: Command | None = None) -> Decision:
     """The next state of the rollout of ``canary`` under ``policy``."""
     fingerprint = policy.fingerprint(canary)
     if state is None or state.rollout != fingerprint:
-        start = State(fingerprint, Phase.PROGRESSING, 0, now, reason=f"started at {policy.steps[0]}%")
+        if policy.shadow is not None:
+            start = State(fingerprint, Phase.SHADOWING, SHADOW_STEP, now,
+                          reason=f"shadowing {policy.shadow.share}% of live requests")
+        else:
+            start = State(fingerprint, Phase.PROGRESSING, 0, now, reason=f"started at {policy.steps[0]}%")
         # A command, or a canary that cannot load, applies from the very first tick.
         new = _next(policy, start, obs, now, command) if (command or obs.load_error) else start
         return Decision(new, weight(policy, new), True)
@@ -192,8 +246,11 @@ def _next(policy: Policy, s: State, obs: Observation, now: float, command: Comma
         return replace(s, phase=Phase.PAUSED, reason="paused")
     if s.phase == Phase.PAUSED:
         if command == Command.RESUME:
-            return replace(s, phase=Phase.PROGRESSING, step_started=now, reason="resumed")
+            phase = Phase.SHADOWING if s.step == SHADOW_STEP else Phase.PROGRESSING
+            return replace(s, phase=phase, step_started=now, reason="resumed")
         return s
+    if s.phase == Phase.SHADOWING:
+        return _shadow_next(policy, s, obs, now)
     if now - s.step_started < policy.interval_s:
         return s
     passed, why = analyse(policy.analysis, obs)
@@ -205,3 +262,15 @@ def _next(policy: Policy, s: State, obs: Observation, now: float, command: Comma
         return replace(s, phase=Phase.PROMOTED, steps_passed=s.steps_passed + 1, reason=f"all steps passed: {why}")
     return replace(s, step=s.step + 1, step_started=now, steps_passed=s.steps_passed + 1,
                    reason=f"step {s.step + 1} passed ({why}); now {policy.steps[s.step + 1]}%")
+
+
+def _shadow_next(policy: Policy, s: State, obs: Observation, now: float) -> State:
+    if now - s.step_started < policy.shadow.duration_s:
+        return s
+    passed, why = analyse_shadow(policy.shadow, obs)
+    if passed is None:
+        return replace(s, reason=why)
+    if not passed:
+        return replace(s, phase=Phase.ROLLED_BACK, reason=f"shadow failed: {why}")
+    return replace(s, phase=Phase.PROGRESSING, step=0, step_started=now,
+                   reason=f"shadow passed ({why}); now {policy.steps[0]}%")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from serving.api.fields import version_label
 from serving.api.fleet import FleetSpec
-from serving.api.routes import RouteSpec, TargetRef
+from serving.api.routes import RouteSpec, TargetRef, TierChecks
 
 
 def multiplexed_id(base_model: str, adapter: str, version: str) -> str:
@@ -63,6 +63,28 @@ def carrying_routes(spec: FleetSpec, route: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+@dataclass(frozen=True)
+class ShadowPlan:
+    """Where a route's shadow copies go (its canary in a shadow phase) and how their answers are judged."""
+
+    route: str
+    target: Target
+    """The canary version."""
+    share: int
+    """Percent of the route's live requests copied."""
+    checks: TierChecks | None
+    """The checks of the cascade tier naming the route; None: agreement alone judges."""
+
+
+def route_checks(spec: FleetSpec, route: str) -> TierChecks | None:
+    """The checks a cascade applies to ``route``'s answers where one of its tiers names it (the first such tier)."""
+    for r in spec.routes:
+        for tier in r.tiers:
+            if tier.route == route:
+                return tier.checks
+    return None
+
+
 class UnknownRoute(LookupError):
     def __init__(self, route: str | None, known: list[str]):
         self.route, self.known = route, known
@@ -93,9 +115,11 @@ class UnknownVersion(LookupError):
 
 
 class RoutingTable:
-    """Routes of one fleet spec, resolved to targets; ``canary_weights`` maps a route to its canary's share."""
+    """Routes of one fleet spec, resolved to targets; ``canary_weights`` maps a route to its canary's share,
+    ``shadowing`` names the routes whose canary is in its shadow phase."""
 
-    def __init__(self, spec: FleetSpec, canary_weights: dict[str, int] | None = None):
+    def __init__(self, spec: FleetSpec, canary_weights: dict[str, int] | None = None,
+                 shadowing: list[str] | tuple[str, ...] = ()):
         adapters = {a.name: a for a in spec.adapters}
         self.adapters = adapters
         self.engines = {b.name: b.engine for b in spec.base_models}
@@ -106,6 +130,8 @@ class RoutingTable:
         """Cascade routes (``serving.policy.cascade``): answered by tiers, not by weighted targets."""
         self.classifies: dict[str, RouteSpec] = {r.name: r for r in spec.routes if r.policy == "classify"}
         """Classify routes (``serving.policy.classify``): a class's target answers."""
+        self.shadows: dict[str, ShadowPlan] = {}
+        """Routes whose canary shadows live requests now."""
         for route in spec.routes:
             if route.policy != "split":
                 continue
@@ -119,6 +145,10 @@ class RoutingTable:
                 name = route.canary_adapter()
                 targets = [Target(targets[0].base_model, targets[0].adapter, targets[0].version, 100 - canary),
                            Target(adapters[name].base_model, name, route.strategy.canary.version, canary)]
+                shadow = route.strategy.canary.shadow
+                if route.name in shadowing and shadow is not None:
+                    self.shadows[route.name] = ShadowPlan(route.name, targets[1], shadow.share,
+                                                          route_checks(spec, route.name))
             self.routes[route.name] = tuple(targets)
 
     @property

@@ -59,17 +59,21 @@ def app_args(spec: FleetSpec) -> dict:
 
 def serve_config(spec: FleetSpec, *, host: str = "0.0.0.0", port: int = 8000,
                  app_name: str = APP_NAME, route_prefix: str = "/",
-                 canary_weights: dict[str, int] | None = None) -> dict:
+                 canary_weights: dict[str, int] | None = None, shadowing: list[str] | tuple[str, ...] = ()) -> dict:
     """A Ray Serve multi-application config (``ServeDeploySchema``) for the fleet.
 
     ``canary_weights`` are the current shares of the routes' canary versions, as a rollout
-    driver decided them (a route with a canary strategy that is not in it gives its canary 0%).
+    driver decided them (a route with a canary strategy that is not in it gives its canary 0%);
+    ``shadowing`` names the routes whose canary is in its shadow phase (the router copies their requests).
     """
     fleet = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     router_config = {"fleet": fleet}
     weights = {r.name: int((canary_weights or {}).get(r.name, 0)) for r in spec.routes if r.strategy is not None}
     if weights:
         router_config["canaryWeights"] = weights
+    shadows = [r.name for r in spec.routes if r.name in shadowing and r.strategy is not None]
+    if shadows:
+        router_config["shadowing"] = shadows
     deployments = [{"name": ROUTER_DEPLOYMENT, "user_config": router_config}]
     for base in spec.base_models:
         deployments.append({

@@ -4,7 +4,8 @@ The operator (on Kubernetes) and ``slm-fleet serve`` (locally) call :meth:`Rollo
 few seconds with the fleet spec, the rollouts' last status and any commands (pause, resume,
 promote, abort). A tick reads each canary's numbers from a metric source, runs its quality probes
 once per step, asks the pure engine (``serving.policy.rollout.decide``) and returns the new status of
-every rollout, the canary weights to put into the routing config, and the Events to report. The
+every rollout, the canary weights (and the routes whose canary shadows live requests) to put into the
+routing config, and the Events to report. The
 status holds everything needed to go on: a driver that restarts resumes from it.
 """
 
@@ -20,6 +21,7 @@ from serving.api.fleet import FleetSpec
 from serving.api.routes import RouteSpec
 from serving.api.status import HISTORY, AnalysisStatus, HistoryEntry, RolloutStatus
 from serving.api.status import RolloutPhase as Phase
+from serving.observability.metrics import SHADOW
 from serving.policy.rollout import TERMINAL, Command, Decision, Observation, State, decide, policy_for
 from serving.policy.routing import carrying_routes
 from serving.rollouts.metric_sources import MetricSource
@@ -85,6 +87,12 @@ def canary_weights(spec: FleetSpec, statuses: dict[str, RolloutStatus]) -> dict[
     return {r.name: ours[r.name].weight if r.name in ours else 0 for r in spec.routes if r.strategy is not None}
 
 
+def shadowing(spec: FleetSpec, statuses: dict[str, RolloutStatus]) -> list[str]:
+    """The routes whose canary is in its shadow phase: the router copies their live requests to it."""
+    ours = current(spec, statuses)
+    return [name for name, status in ours.items() if status.phase == Phase.SHADOWING.value]
+
+
 def summary(statuses: list[RolloutStatus]) -> tuple[str | None, str | None]:
     """(phase, canary) texts for `kubectl get mf` columns: "Progressing", "shout@v2=25%"."""
     if not statuses:
@@ -102,6 +110,8 @@ class Tick:
     """Every route with a canary strategy -> its rollout's status."""
     weights: dict[str, int] = field(default_factory=dict)
     """Route -> canary weight for the routing config."""
+    shadowing: list[str] = field(default_factory=list)
+    """Routes whose canary shadows live requests, for the routing config."""
     events: list[tuple[str, str, str]] = field(default_factory=list)
     """(type, reason, message) of what changed, for Kubernetes Events or the console."""
 
@@ -136,6 +146,8 @@ class Rollouts:
                                                     via=carrying_routes(spec, route.name))
             result.statuses[route.name] = status
             result.weights[route.name] = decision.canary_weight
+            if decision.state.phase == Phase.SHADOWING:
+                result.shadowing.append(route.name)
             if changed:
                 phase = status.phase
                 result.events.append(("Warning" if phase in ("RolledBack", "Failed") else "Normal", f"Rollout{phase}",
@@ -182,6 +194,11 @@ class Rollouts:
         canary = route.strategy.canary
         stable = route.targets[0]
         since = state.step_started
+        if state.phase == Phase.SHADOWING:  # the copies alone: the canary has no live traffic yet
+            obs = self.source.observe(MetricTarget(route.name, route.canary_adapter(), canary.version,
+                                                   traffic=SHADOW), since)
+            return obs, AnalysisStatus(requests=obs.requests, errors=obs.errors, p95_ms=_round(obs.p95_ms),
+                                       agreed=obs.agreed), None
         obs = self.source.observe(MetricTarget(route.name, route.canary_adapter(), canary.version, via), since)
         stable_obs = self.source.observe(MetricTarget(route.name, stable.adapter or "", stable.version or "", via),
                                          since)

@@ -2,7 +2,9 @@
 
 ``MetricSource.observe(target, since)`` tells how a route's target (an adapter version, or the
 stable one) did since a step started: requests, errors and p95 latency, as a
-:class:`serving.policy.rollout.Observation`.
+:class:`serving.policy.rollout.Observation`. A target's ``traffic`` says which requests count: the
+live ones (what steps judge; shadow copies never count there), or the shadow copies (what a shadow
+phase judges, with how many of their answers agreed).
 
 - :class:`PrometheusSource` asks a Prometheus server (how it runs on Kubernetes, where Prometheus
   scrapes the Ray pods) with the PromQL of ``PROMETHEUS_QUERIES``.
@@ -20,6 +22,7 @@ from typing import ClassVar
 
 import httpx
 
+from serving.observability.metrics import LIVE, SHADOW
 from serving.policy.rollout import Observation
 
 DURATION = "slmfleet_request_duration_seconds"
@@ -42,16 +45,21 @@ class Target:
     via: tuple[str, ...] = ()
     """Routes whose requests reach ``route`` (a cascade's tier, a class): their metrics carry their own route
     label, with this target's adapter and version."""
+    traffic: str = LIVE
+    """LIVE: the requests clients sent (series without the label too); SHADOW: a shadow phase's copies."""
 
     def matches(self, labels: dict) -> bool:
+        shadow = labels.get("traffic") == SHADOW
         return (labels.get("route") in (self.route, *self.via)
-                and (labels.get("adapter"), labels.get("version")) == (self.adapter, self.version))
+                and (labels.get("adapter"), labels.get("version")) == (self.adapter, self.version)
+                and shadow == (self.traffic == SHADOW))
 
     def selector(self) -> str:
         # A label matcher's regex is anchored; a dot in a route name is the only regex character it may hold
         # that is not literal there.
         routes = "|".join(r.replace(".", "\\\\.") for r in (self.route, *self.via))
-        return f'route=~"{routes}", adapter="{self.adapter}", version="{self.version}"'
+        traffic = f'traffic="{SHADOW}"' if self.traffic == SHADOW else f'traffic!="{SHADOW}"'
+        return f'route=~"{routes}", adapter="{self.adapter}", version="{self.version}", {traffic}'
 
 
 def quantile(q: float, buckets: dict[float, float]) -> float | None:
@@ -107,11 +115,14 @@ class PrometheusSource(MetricSource):
         errors = self._value("errors", target, window, at) or 0
         p95 = self._value("p95_seconds", target, window, at)
         unavailable = self._value("errors", target, window, at, f', error_type="{UNAVAILABLE}"') or 0
+        agreed = (self._value("shadow_answers", target, window, at, ', outcome="agree"') or 0
+                  if target.traffic == SHADOW else 0)
         # Failed requests are a subset of the requests: what a scrape ingested mid-query still cannot
         # make them more.
         requests, errors = int(round(requests)), int(round(errors))
         return Observation(requests=requests, errors=min(errors, requests),
-                           p95_ms=None if p95 is None else p95 * 1000, load_error=load_error(int(round(unavailable))))
+                           p95_ms=None if p95 is None else p95 * 1000, load_error=load_error(int(round(unavailable))),
+                           agreed=min(int(round(agreed)), requests))
 
 
 # Counts are "now minus at the window's start": a canary version's series is new, and increase()
@@ -121,6 +132,8 @@ PROMETHEUS_QUERIES = {
                 " - (sum(slmfleet_requests_total{{{selector}}} offset {window}) or vector(0)), 0)",
     "errors": "clamp_min(sum(slmfleet_request_errors_total{{{selector}}})"
               " - (sum(slmfleet_request_errors_total{{{selector}}} offset {window}) or vector(0)), 0)",
+    "shadow_answers": "clamp_min(sum(slmfleet_shadow_answers_total{{{selector}}})"
+                      " - (sum(slmfleet_shadow_answers_total{{{selector}}} offset {window}) or vector(0)), 0)",
     "p95_seconds": "histogram_quantile(0.95, sum by (le) "
                    f"(increase({DURATION}_bucket{{{{{{selector}}}}}}[{{window}}])))",
 }
@@ -133,6 +146,7 @@ class Snapshot:
     requests: dict[Target, float] = field(default_factory=dict)
     errors: dict[Target, float] = field(default_factory=dict)
     unavailable: dict[Target, float] = field(default_factory=dict)
+    agreed: dict[Target, float] = field(default_factory=dict)
     buckets: dict[Target, dict[float, float]] = field(default_factory=dict)
 
 
@@ -146,13 +160,16 @@ def snapshot_of(text: str) -> Snapshot:
             name = s.name.removeprefix("ray_")
             if not name.startswith("slmfleet_") or "route" not in s.labels:
                 continue
-            t = Target(s.labels["route"], s.labels.get("adapter", ""), s.labels.get("version", ""))
+            t = Target(s.labels["route"], s.labels.get("adapter", ""), s.labels.get("version", ""),
+                       traffic=SHADOW if s.labels.get("traffic") == SHADOW else LIVE)
             if name == "slmfleet_requests_total":
                 snap.requests[t] = snap.requests.get(t, 0) + s.value
             elif name == "slmfleet_request_errors_total":
                 snap.errors[t] = snap.errors.get(t, 0) + s.value
                 if s.labels.get("error_type") == UNAVAILABLE:
                     snap.unavailable[t] = snap.unavailable.get(t, 0) + s.value
+            elif name == "slmfleet_shadow_answers_total" and s.labels.get("outcome") == "agree":
+                snap.agreed[t] = snap.agreed.get(t, 0) + s.value
             elif name == f"{DURATION}_bucket":
                 le = float(s.labels["le"])
                 b = snap.buckets.setdefault(t, {})
@@ -160,15 +177,18 @@ def snapshot_of(text: str) -> Snapshot:
     return snap
 
 
+def _labels(series: Target) -> dict:
+    return {"route": series.route, "adapter": series.adapter, "version": series.version, "traffic": series.traffic}
+
+
 def _total(counts: dict[Target, float], target: Target) -> float:
-    return sum(v for series, v in counts.items() if target.matches(
-        {"route": series.route, "adapter": series.adapter, "version": series.version}))
+    return sum(v for series, v in counts.items() if target.matches(_labels(series)))
 
 
 def _buckets(snap: Snapshot, target: Target) -> dict[float, float]:
     out: dict[float, float] = {}
     for series, buckets in snap.buckets.items():
-        if target.matches({"route": series.route, "adapter": series.adapter, "version": series.version}):
+        if target.matches(_labels(series)):
             for le, count in buckets.items():
                 out[le] = out.get(le, 0) + count
     return out
@@ -204,5 +224,7 @@ class ScrapeSource(MetricSource):
         delta = {le: count - before.get(le, 0) for le, count in after.items()}
         p95 = quantile(0.95, delta)
         unavailable = _total(now.unavailable, target) - _total(base.unavailable, target)
+        agreed = _total(now.agreed, target) - _total(base.agreed, target)
         return Observation(requests=int(max(requests, 0)), errors=int(max(errors, 0)),
-                           p95_ms=None if p95 is None else p95 * 1000, load_error=load_error(int(max(unavailable, 0))))
+                           p95_ms=None if p95 is None else p95 * 1000, load_error=load_error(int(max(unavailable, 0))),
+                           agreed=int(max(agreed, 0)))

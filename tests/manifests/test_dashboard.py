@@ -139,3 +139,12 @@ def test_dashboard_does_not_need_the_pod_monitor(helm):
     objects = helm.objects(sets=("monitoring.dashboard.enabled=true",))
     assert not by_kind(objects, "PodMonitor")
     assert one(objects, "ConfigMap")["data"] == {"slm-fleet.json": DASHBOARD_FILE.read_text()}
+
+
+def test_live_numbers_leave_shadow_copies_out():
+    """A canary's shadow copies (traffic="shadow") never count as its live traffic: every query of a per-request
+    metric outside the shadow panels selects traffic!="shadow"."""
+    for panel, target in TARGETS:
+        for metric, _suffix, _matched in references(target["expr"]):
+            if "traffic" in metric.labels and not metric.name.startswith("slmfleet_shadow_"):
+                assert 'traffic!="shadow"' in target["expr"], f"{panel['title']}: {target['expr']}"

@@ -1,5 +1,5 @@
 """The whole flywheel loop on the real stack: a cascade whose first tier cannot call tools, capture on,
-then clusters -> dataset -> train (a short CPU run) -> evaluate -> propose -> canary -> promoted, each
+then clusters -> dataset -> train (a short CPU run) -> evaluate -> propose -> shadow -> canary -> promoted, each
 step the `slm-fleet` command a user runs, against the session's Ray Serve, vLLM and S3.
 
 The fleet file is served as `slm-fleet serve` serves it (deployed, its edits followed, its rollouts
@@ -8,7 +8,9 @@ driven by the same LocalRollouts), on the session's Ray instead of a second one.
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from serving.local.flywheel_loop import run_loop, served_on_running_ray
 from tests.stack.conftest import ASSETS
@@ -20,7 +22,13 @@ def session_serving(fleet):
     fleet.deploy(fleet.spec_data)
 
 
-def test_the_loop_closes(session_serving, s3, tmp_path):
+def counted(metrics_text: str, name: str, **labels: str) -> float:
+    """The sum of a counter's series (Ray's ray_ name) whose labels include ``labels``."""
+    return sum(s.value for family in text_string_to_metric_families(metrics_text) for s in family.samples
+               if s.name == f"ray_{name}" and labels.items() <= s.labels.items())
+
+
+def test_the_loop_closes(session_serving, fleet, s3, tmp_path):
     lines = []
     figures = run_loop(workdir=tmp_path, assets=ASSETS, serving=session_serving, s3_url=s3, log=lines.append)
     print("\n".join(lines))
@@ -29,3 +37,9 @@ def test_the_loop_closes(session_serving, s3, tmp_path):
     assert figures["first_tier_share_after"] >= 0.7  # ...and now answers held-out tool requests itself
     assert figures["first_tier_share_other_tasks_after"] >= figures["first_tier_share_other_tasks_before"] - 0.15
     assert any("2 cluster(s)" in line for line in lines)
+    # The canary shadowed live requests before its first step: copies answered unseen, judged, labelled apart.
+    assert figures["shadow"] is not None and figures["shadow"].startswith("shadow passed"), figures["shadow"]
+    metrics = httpx.get(fleet.metrics_url, timeout=30).text
+    assert counted(metrics, "slmfleet_shadow_answers_total", version="v2", outcome="agree") >= 6
+    assert counted(metrics, "slmfleet_requests_total", version="v2", traffic="shadow") >= 10
+    assert counted(metrics, "slmfleet_requests_total", version="v2", traffic="live") > 0

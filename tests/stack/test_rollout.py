@@ -27,9 +27,7 @@ import pytest
 
 from serving.adapters.store import AdapterStore
 from serving.api.fleet import parse_fleet
-from serving.local import runtime as local_runtime
-from serving.local.rollouts import LocalRollouts
-from serving.rollouts.driver import Rollouts
+from serving.local.serve import fleet_rollouts
 from serving.rollouts.metric_sources import PrometheusSource
 from tests.stack.conftest import BUCKET
 from tests.waiting import eventually
@@ -96,9 +94,7 @@ def roll_out(fleet, prometheus, version: str, tmp_path: Path):
     """Run the rollout of ``version`` under load to its end; (final status, Locust counts by version)."""
     spec = with_canary(fleet, version)
     events: list[str] = []
-    driver = LocalRollouts(
-        spec, Rollouts(PrometheusSource(prometheus.url), fleet_url=fleet.url), tick_s=1, report=events.append,
-        deploy=lambda spec, weights: local_runtime.deploy(spec, port=fleet.port, canary_weights=weights))
+    driver = fleet_rollouts(spec, PrometheusSource(prometheus.url), port=fleet.port, tick_s=1, report=events.append)
     driver.apply(spec)
     stop = threading.Event()
     ticker = threading.Thread(target=driver.run, args=(stop,), daemon=True)

@@ -10,11 +10,12 @@ from serving.api.documents import fleet_from_document
 from serving.api.fleet import FleetSpec
 from serving.api.problems import UserError
 from serving.api.routes import TierChecks
-from serving.flywheel.evaluation import answer_key, first_tier, judge, parse_answer, scores
+from serving.flywheel.evaluation import first_tier, judge, parse_answer, scores
 from serving.flywheel.proposals import probe_of, propose
 from serving.flywheel.training import TrainSettings
 from serving.local.flywheel_loop import fleet_document
 from serving.local.teacher import teacher_message
+from serving.policy.shadow import answer_key
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
@@ -73,11 +74,12 @@ def test_propose_adds_the_version_and_a_canary_with_probes():
     assert probes[1]["regex"] == CHECKS.regex and "toolCall" not in probes[1]
     new = propose(doc, canary_route="assistant-small", adapter="assistant", version="v2",
                   source="s3://slmfleet-demo/adapters/assistant/v2", sha256="a" * 64, probes=probes,
-                  interval="10s", steps=[50, 100])
+                  interval="10s", steps=[50, 100], shadow={"duration": "30s", "share": 100})
     spec = fleet_from_document(new, source="proposal")
     small = next(r for r in spec.routes if r.name == "assistant-small")
     canary = small.strategy.canary
     assert (canary.version, canary.steps, canary.interval) == ("v2", [50, 100], "10s")
+    assert (canary.shadow.duration, canary.shadow.share, canary.shadow.min_agreement) == ("30s", 100, 0.8)
     assert len(canary.analysis.probes.prompts) == 2
     assert [v.version for v in spec.adapters[0].versions] == ["v1", "v2"]
     assert "strategy" not in doc["spec"]["routes"][0]  # the input is not changed
@@ -147,3 +149,28 @@ def test_probes_are_taken_from_each_kind_in_turn():
     probes = pick_probes([words] * 5 + [tool] * 5, CHECKS, 16, n=4)
     assert [bool(p.get("tools")) for p in probes] == [False, True, False, True]
     assert pick_probes([words], TierChecks(min_mean_logprob=-1), 16) == []
+
+
+@pytest.mark.parametrize("argv,expected", [
+    ([], {}),  # the spec's defaults
+    (["--shadow", "30s", "--shadow-share", "100", "--shadow-min-agreement", "0.6"],
+     {"duration": "30s", "share": 100, "minAgreement": 0.6}),
+    (["--no-shadow"], None),
+])
+def test_propose_starts_with_a_shadow_unless_told_not_to(argv, expected):
+    from serving.cli.flywheel_commands import _shadow_of
+    from serving.cli.main import build_parser
+
+    args = build_parser().parse_args(["flywheel", "propose", "f.yaml", "--candidate", "a@v2", "--evaluation", "e",
+                                      *argv])
+    assert _shadow_of(args) == expected
+
+
+def test_no_shadow_with_shadow_options_is_refused():
+    from serving.cli.flywheel_commands import _shadow_of
+    from serving.cli.main import build_parser
+
+    args = build_parser().parse_args(["flywheel", "propose", "f.yaml", "--candidate", "a@v2", "--evaluation", "e",
+                                      "--no-shadow", "--shadow", "1m"])
+    with pytest.raises(UserError, match="drop the --shadow"):
+        _shadow_of(args)

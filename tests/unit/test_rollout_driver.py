@@ -15,7 +15,7 @@ from serving.api.status import RolloutStatus
 from serving.policy.rollout import Command, Observation
 from serving.policy.routing import RoutingTable, UnknownVersion, sticky_bucket
 from serving.render.serve_config import serve_config
-from serving.rollouts.driver import Rollouts, parse_command
+from serving.rollouts.driver import Rollouts, parse_command, shadowing
 from serving.rollouts.metric_sources import MetricSource
 from serving.rollouts.probes import NotDeployedYet, ProbeResult, probe_problem, probe_request
 from tests.unit.fleets import fleet
@@ -163,13 +163,19 @@ class Numbers(MetricSource):
 
     def __init__(self):
         self.by_version: dict[str, Observation] = {}
+        self.shadow = Observation()
+        """What the shadow copies (traffic="shadow") show."""
         self.asked: list[tuple[str, float]] = []
+        self.traffic: list[str] = []
         self.broken = False
 
     def observe(self, target, since):
         if self.broken:
             raise ConnectionError("prometheus down")
         self.asked.append((target.version, since))
+        self.traffic.append(target.traffic)
+        if target.traffic == "shadow":
+            return self.shadow
         return self.by_version.get(target.version, Observation())
 
 
@@ -309,7 +315,7 @@ def local_rollouts():
     numbers = Numbers()
     numbers.by_version["v2"] = GOOD
     clock = [1_000.0]
-    driver = LocalRollouts(canary_fleet(), Rollouts(numbers), deploy=lambda spec, w: deployed.append(dict(w)),
+    driver = LocalRollouts(canary_fleet(), Rollouts(numbers), deploy=lambda spec, w, _: deployed.append(dict(w)),
                            tick_s=1, report=lambda line: None, clock=lambda: clock[0])
     return driver, deployed, clock
 
@@ -328,3 +334,78 @@ def test_local_rollouts_redeploy_when_a_weight_changes(local):
     clock[0] += 31
     driver.tick()
     assert deployed == [{"shout": 0}, {"shout": 10}, {"shout": 50}]
+
+
+# --- the shadow phase ---------------------------------------------------------------------------------
+
+SHADOW = {"duration": "60s", "share": 50, "minRequests": 10, "minAgreement": 0.8}
+CASCADE = {"name": "smart", "policy": "cascade", "tiers": [
+    {"route": "shout", "checks": {"regex": "^[A-Z ]+$"}}, {"baseModel": "tiny-llama"}]}
+
+
+@pytest.mark.parametrize("shadow,words", [
+    ({"share": 0}, "routes[0].strategy.canary.shadow.share"),
+    ({"duration": "soon"}, "routes[0].strategy.canary.shadow.duration"),
+    ({"minAgreement": 1.5}, "routes[0].strategy.canary.shadow.minAgreement"),
+    ({"mirror": True}, "mirror"),
+])
+def test_bad_shadows_are_refused_naming_the_field(shadow, words):
+    with pytest.raises(FleetSpecError) as err:
+        canary_fleet({**CANARY, "shadow": shadow})
+    assert words in str(err.value)
+
+
+def test_the_routing_table_shadows_only_the_routes_the_driver_names():
+    data = fleet(**{"routes.0.targets": [{"adapter": "shout", "version": "v1"}],
+                    "routes.0.strategy": {"canary": {**CANARY, "shadow": SHADOW}}})
+    spec = parse_fleet({**data, "routes": [*data["routes"], CASCADE]})
+    assert RoutingTable(spec).shadows == {}
+    plan = RoutingTable(spec, {"shout": 0}, ["shout"]).shadows["shout"]
+    assert (plan.target.adapter, plan.target.version, plan.share) == ("shout", "v2", 50)
+    assert plan.checks.regex == "^[A-Z ]+$"  # the checks of the cascade tier naming the route
+    # The canary takes no live traffic while it shadows.
+    assert [(t.version, t.weight) for t in RoutingTable(spec, {"shout": 0}, ["shout"]).routes["shout"]] == [
+        ("v1", 100), ("v2", 0)]
+    alone = canary_fleet({**CANARY, "shadow": SHADOW})
+    assert RoutingTable(alone, {}, ["shout"]).shadows["shout"].checks is None  # agreement alone judges
+    config = serve_config(spec, canary_weights={"shout": 0}, shadowing=["shout", "gone"])
+    assert config["applications"][0]["deployments"][0]["user_config"]["shadowing"] == ["shout"]
+    assert "shadowing" not in serve_config(spec)["applications"][0]["deployments"][0]["user_config"]
+
+
+def test_a_shadow_phase_reads_the_copies_then_the_steps_read_live_traffic():
+    spec = canary_fleet({**CANARY, "shadow": SHADOW})
+    numbers = Numbers()
+    numbers.by_version["v2"] = GOOD
+    numbers.shadow = Observation(requests=12, errors=0, agreed=11)
+    rollouts = Rollouts(numbers)
+    out = drive(rollouts, spec, [(0, None, None), (30, None, None), (31, None, None), (31, GOOD, None)])
+    assert [t.shadowing for t in out] == [["shout"], ["shout"], [], []]
+    assert [t.weights["shout"] for t in out] == [0, 0, 10, 50]
+    shadowed = out[1].statuses["shout"]
+    assert (shadowed.phase, shadowed.step, shadowed.analysis.requests, shadowed.analysis.agreed) == (
+        "Shadowing", 0, 12, 11)
+    assert numbers.traffic[:2] == ["shadow", "shadow"] and set(numbers.traffic[2:]) == {"live"}
+    passed = out[2].statuses["shout"]
+    assert passed.reason == "shadow passed (12 shadowed, agreement 92%, error rate 0.0%); now 10%"
+    assert [(h.phase, h.step, h.weight) for h in passed.history] == [("Shadowing", 0, 0), ("Progressing", 1, 10)]
+    assert shadowing(spec, out[0].statuses) == ["shout"] and shadowing(spec, out[2].statuses) == []
+    # A restart resumes the shadow from the status.
+    again = drive(Rollouts(numbers), spec, [(0, None, None)])
+    assert again[0].statuses["shout"].phase == "Shadowing"
+
+
+def test_local_rollouts_redeploy_when_the_shadow_starts_and_ends():
+    from serving.local.rollouts import LocalRollouts
+
+    spec = canary_fleet({**CANARY, "shadow": SHADOW})
+    numbers = Numbers()
+    numbers.shadow = Observation(requests=12, agreed=12)
+    deployed, clock = [], [1_000.0]
+    driver = LocalRollouts(spec, Rollouts(numbers), deploy=lambda spec, w, shadowing: deployed.append(
+        (dict(w), list(shadowing))), tick_s=1, report=lambda line: None, clock=lambda: clock[0])
+    driver.apply(spec)
+    driver.tick()
+    clock[0] += 61
+    driver.tick()
+    assert deployed == [({"shout": 0}, []), ({"shout": 0}, ["shout"]), ({"shout": 10}, [])]

@@ -92,6 +92,13 @@ def test_prometheus_queries_of_one_observation_share_an_instant_and_errors_never
     obs = metric_sources.PrometheusSource("http://prometheus", clock=lambda: 1_030.5).observe(V2, 1_000.0)
     assert {p["time"] for p in asked} == {"1030.500"} and len(asked) == 4
     assert (obs.requests, obs.errors, obs.p95_ms) == (8, 8, 200.0)
+    assert all('traffic!="shadow"' in p["query"] for p in asked)  # live numbers leave shadow copies out
+    asked.clear()
+    shadow = metric_sources.PrometheusSource("http://prometheus", clock=lambda: 1_030.5).observe(
+        Target("shout", "shout", "v2", traffic="shadow"), 1_000.0)
+    assert len(asked) == 5 and all('traffic="shadow"' in p["query"] for p in asked)
+    assert 'slmfleet_shadow_answers_total{' in asked[-1]["query"] and 'outcome="agree"' in asked[-1]["query"]
+    assert shadow.agreed == 8  # never more than the requests
 
 
 def test_a_canary_counts_the_traffic_of_the_routes_that_reach_it():
@@ -102,7 +109,7 @@ def test_a_canary_counts_the_traffic_of_the_routes_that_reach_it():
     source.mark(1.0)
     assert source.observe(Target("shout", "shout", "v2", via=("assistant",)), 1.0).requests == 20 + 30
     assert Target("s.small", "a", "v2", via=("big",)).selector() == \
-        'route=~"s\\\\.small|big", adapter="a", version="v2"'
+        'route=~"s\\\\.small|big", adapter="a", version="v2", traffic!="shadow"'
 
 
 @pytest.mark.parametrize("route,expected", [
@@ -129,3 +136,26 @@ def test_carrying_routes(route, expected):
     ]
     found = carrying_routes(FleetSpec.model_validate(data), route)
     assert set(found) == set(expected) | ({"sorter"} if route == "small" else set())
+
+
+def with_shadow(page: str, requests: int, agreed: int) -> str:
+    """``page`` plus the canary's shadow copies: their requests (traffic="shadow") and their agreeing answers."""
+    labels = 'route="shout",base_model="tiny-llama",adapter="shout",version="v2",traffic="shadow"'
+    return page + "\n".join([
+        f'ray_slmfleet_requests_total{{{labels},status="200"}} {requests}',
+        "# TYPE ray_slmfleet_shadow_answers_total counter",
+        f'ray_slmfleet_shadow_answers_total{{{labels},outcome="agree"}} {agreed}',
+        f'ray_slmfleet_shadow_answers_total{{{labels},outcome="disagree"}} {requests - agreed}',
+    ]) + "\n"
+
+
+def test_shadow_copies_are_counted_apart_from_live_traffic():
+    # The live series carry traffic="live" (or, from an older router, no traffic label at all).
+    live = exposition(10, 0, 10, 0).replace('version="v2"', 'version="v2",traffic="live"')
+    pages = iter([with_shadow(live, 5, 4)] + [with_shadow(exposition(30, 0, 30, 0), 25, 20)] * 2)
+    source = ScrapeSource("http://fleet/metrics", fetch=lambda url: next(pages))
+    source.mark(1.0)
+    shadow = Target("shout", "shout", "v2", traffic="shadow")
+    assert source.observe(V2, 1.0).requests == 20  # 30 - 10: no copy among them
+    copies = source.observe(shadow, 1.0)
+    assert (copies.requests, copies.agreed) == (20, 16)

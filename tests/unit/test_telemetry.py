@@ -44,7 +44,7 @@ class FakeRecorder:
         return len(self.observed[(name, tuple(sorted(labels.items())))])
 
 
-SHOUT = {"route": "shout", "base_model": "tiny-llama", "adapter": "shout", "version": "v1"}
+SHOUT = {"route": "shout", "base_model": "tiny-llama", "adapter": "shout", "version": "v1", "traffic": "live"}
 
 
 @pytest.fixture
@@ -127,7 +127,8 @@ def test_an_unknown_route_is_not_a_label(spans):
     t = RequestTelemetry(rec, route="made-up-by-a-client", call_method="chat", stream=False)
     t.unknown_route()
     t.answered(JSONResponse({"error": {"type": "invalid_request_error"}}, status_code=404), client_wants_usage=False)
-    assert rec.get("slmfleet_requests_total", route="", base_model="", adapter="", version="", status="404") == 1
+    assert rec.get("slmfleet_requests_total", route="", base_model="", adapter="", version="", traffic="live",
+                   status="404") == 1
 
 
 async def _drain(response):
