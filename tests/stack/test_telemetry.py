@@ -47,7 +47,7 @@ def chat(client, route, headers=None):
 
 
 def test_a_request_moves_its_route_and_version_counters(fleet, client):
-    shout = {"route": "shout", "base_model": "tiny-llama", "adapter": "shout", "version": "v1"}
+    shout = {"route": "shout", "base_model": "tiny-llama", "adapter": "shout", "version": "v1", "traffic": "live"}
     before = scrape(fleet)
     r = chat(client, "shout")
     assert r.status_code == 200, r.text
