@@ -198,3 +198,28 @@ def test_rollout_weights_come_from_the_status_and_a_changed_canary_starts_at_zer
     changed = plan(modelfleet(other, generation=2, status=p.status), rs, settings=SETTINGS, now=T1)
     assert _router_config(changed.patch)["canaryWeights"] == {"shout": 0}
     assert changed.status["rollouts"] == [] and "canary" not in changed.status
+
+
+def test_a_shadowing_rollout_renders_its_route_as_shadowing_until_the_shadow_ends():
+    from serving.api.fleet import parse_fleet
+    from serving.policy.rollout import Observation
+    from serving.rollouts.driver import Rollouts
+    from serving.rollouts.metric_sources import MetricSource
+
+    class Agreeing(MetricSource):
+        def observe(self, target, since):
+            return Observation(requests=30, agreed=30)
+
+    spec = _canary_spec()
+    spec["routes"][0]["strategy"]["canary"]["shadow"] = {"duration": "30s", "minRequests": 10}
+    rollouts = Rollouts(Agreeing())
+    first = rollouts.tick(parse_fleet(spec), {}, 1_000.0)
+    p = plan(modelfleet(spec), None, settings=SETTINGS, now=T0, rollouts=first.statuses)
+    config = _router_config(p.create)
+    assert (config["canaryWeights"], config["shadowing"]) == ({"shout": 0}, ["shout"])
+    assert (p.status["rolloutPhase"], p.status["canary"]) == ("Shadowing", "shout@v2=0%")
+    passed = rollouts.tick(parse_fleet(spec), first.statuses, 1_031.0)
+    rs = applied(p)
+    after = plan(modelfleet(spec, status=p.status), rs, settings=SETTINGS, now=T1, rollouts=passed.statuses)
+    config = _router_config(after.patch)
+    assert config["canaryWeights"] == {"shout": 10} and "shadowing" not in config
