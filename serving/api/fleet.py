@@ -281,6 +281,8 @@ class FleetSpec(SpecModel):
     routes: list[RouteSpec] = Field(min_length=1, description="Public routes (model names).")
     capture: CaptureSpec | None = Field(None, description="Record sampled, redacted traffic to S3 for the "
                                         "flywheel; off unless set.")
+    max_request_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body the router "
+                                   "accepts, in bytes (default 10 MiB); a larger one is answered 413.")
 
     @model_validator(mode="after")
     def _consistent(self) -> FleetSpec:

@@ -17,6 +17,7 @@ from serving.api.fleet import BaseModelSpec
 from serving.dataplane.base_model import FleetLLMServer
 from serving.dataplane.errors import client_error, validation_error
 from serving.dataplane.ray_serve_llm import ingress_app
+from serving.dataplane.request_guard import RequestGuard
 from serving.dataplane.router import ENDPOINTS, FleetRouter
 from serving.render.serve_config import ROUTER_DEPLOYMENT, base_deployment_name, llm_config_dict
 
@@ -36,6 +37,7 @@ def build_app(args: dict) -> Application:
     app = ingress_app()
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(VLLMValidationError, client_error)
+    app.add_middleware(RequestGuard)
     router = serve.deployment(
         make_fastapi_ingress(FleetRouter, endpoint_map=ENDPOINTS, app=app),
         name=ROUTER_DEPLOYMENT,

@@ -29,6 +29,7 @@ from serving.dataplane.dispatch import DispatchFailed, dispatch
 from serving.dataplane.errors import client_error, error_response, invalid_request, root_cause
 from serving.dataplane.mcp_tools import FleetMCP
 from serving.dataplane.ray_serve_llm import IngressBase, ModelCard, OpenAIHTTPException
+from serving.dataplane.request_guard import LIMITS
 from serving.dataplane.responses_api import ResponsesInputError, StreamTranslator, chat_request, response_from_chat
 from serving.dataplane.shadow_runner import ShadowRunner
 from serving.embedding.embedders import embedder
@@ -79,6 +80,7 @@ class FleetRouter(IngressBase):
         self._classifiers = {name: TaskClassifier(r, embedder) for name, r in table.classifies.items()}
         self._table = table
         self._capture.configure(spec)
+        LIMITS.max_bytes = spec.max_request_bytes
         self._mcp.set_routes([(name, table.descriptions.get(name)) for name in table.names])
         logger.info("routing table: %d route(s): %s", len(spec.routes), ", ".join(self._table.routes))
 

@@ -31,6 +31,35 @@ def test_malformed_json_is_400(client):
     error_of(resp, 400)
 
 
+OK = b'{"model": "shout", "prompt": "in: red fox\\nout:", "max_tokens": 4}'
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize("path,body,headers,status,code", [
+    ("/v1/completions", OK, {"content-type": "text/plain"}, 415, "unsupported_media_type"),  # was a 500
+    ("/v1/completions", OK, {"content-type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
+    ("/v1/chat/completions", OK, {}, 415, "unsupported_media_type"),
+    ("/v1/completions", b'{"model": "shout", "prompt": "caf\xe9"}', JSON, 400, "invalid_json"),
+    # A lone surrogate reached the tokenizer (TypeError: TextEncodeInput...): a 500 before.
+    ("/v1/chat/completions", b'{"model": "shout", "messages": [{"role": "user", "content": "\\ud800"}]}', JSON, 400,
+     "invalid_json"),
+    ("/v1/completions", b'{"model": "shout", "prompt": "\\udfff"}', JSON, 400, "invalid_json"),
+    ("/v1/chat/completions", b'{"model": "shout", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", JSON, 400, "invalid_json"),
+    ("/v1/completions", b"[]", JSON, 400, "invalid_json"),
+    ("/v1/completions", b"null", JSON, 400, "invalid_json"),
+    ("/v1/responses", b'"hello"', JSON, 400, "invalid_json"),
+    ("/v1/completions", b'{"model": "shout", "prompt": "' + b"x" * (11 << 20) + b'"}', JSON, 413,
+     "request_too_large"),
+], ids=["text-plain", "form", "no-content-type", "not-utf8", "surrogate-chat", "surrogate-prompt", "too-deep",
+        "array", "null", "string-responses", "over-10MiB"])
+def test_malformed_bodies_get_openai_errors_and_the_fleet_serves_on(client, path, body, headers, status, code):
+    resp = client.post(path, content=body, headers=headers)
+    err = error_of(resp, status)
+    assert err["code"] == code and err["type"] == "invalid_request_error", err
+    ok = client.post("/v1/completions", content=OK, headers=JSON)
+    assert ok.status_code == 200, ok.text
+
+
 @pytest.mark.parametrize("payload", [
     {"model": "shout", "prompt": PROMPT, "max_tokens": "many"},
     {"model": "shout", "prompt": PROMPT, "temperature": "hot"},
