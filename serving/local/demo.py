@@ -75,8 +75,9 @@ def tool_routes(spec: FleetSpec) -> list[str]:
 
 
 def ask_every_route(spec: FleetSpec, base_url: str) -> list[tuple[str, str, str, str]]:
-    """(route, served by, prompt, answer) for each route and demo prompt, via the OpenAI client."""
-    from openai import OpenAI
+    """(route, served by, prompt, answer) for each route and demo prompt, via the OpenAI client; a request that
+    fails is a row saying why (the demo goes on, and so does the fleet)."""
+    from openai import APIError, OpenAI
 
     client = OpenAI(base_url=base_url, api_key="not-needed")
     rows = []
@@ -84,9 +85,13 @@ def ask_every_route(spec: FleetSpec, base_url: str) -> list[tuple[str, str, str,
         if route.name in tool_routes(spec):
             continue  # shown with tools, as an agent turn
         for prompt in DEMO_PROMPTS:
-            raw = client.chat.completions.with_raw_response.create(
-                model=route.name, messages=[{"role": "user", "content": prompt}], max_tokens=24, temperature=0)
-            answer = raw.parse().choices[0].message.content.strip()
+            try:
+                raw = client.chat.completions.with_raw_response.create(
+                    model=route.name, messages=[{"role": "user", "content": prompt}], max_tokens=24, temperature=0)
+                answer = (raw.parse().choices[0].message.content or "").strip()
+            except APIError as err:
+                rows.append((route.name, "-", prompt, f"failed: {err.message}"))
+                continue
             adapter, tier = raw.headers.get(h.ADAPTER), raw.headers.get(h.TIER_NAME)
             served = (f"tier {raw.headers.get(h.TIER)} {tier}" if tier else  # a cascade route
                       version_label(adapter, raw.headers.get(h.VERSION)) if adapter else

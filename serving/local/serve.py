@@ -66,7 +66,11 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
         signal.signal(signal.SIGINT, _raise_stop)
         rollouts.apply(spec)
         if on_ready:
-            on_ready(spec)
+            try:
+                on_ready(spec)
+            except Exception as err:  # noqa: BLE001 - the greeting failed; the fleet serves on
+                print(f"(the requests made on start failed: {type(err).__name__}: {err}; the fleet keeps serving)",
+                      flush=True)
         print(f"fleet serving at http://{host}:{port}/v1 ({len(spec.routes)} routes); "
               f"edit {path} to change routes live; Ctrl-C to stop", flush=True)
         if metrics_port:
