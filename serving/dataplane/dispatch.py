@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from fastapi import Request
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from starlette.responses import Response
+from vllm.v1.engine.exceptions import EngineDeadError
 
 from serving.dataplane.errors import AdapterUnavailable, root_cause
 from serving.dataplane.ray_serve_llm import OpenAIHTTPException
@@ -21,6 +24,17 @@ from serving.observability.telemetry import RequestTelemetry
 from serving.policy.routing import Target
 
 logger = logging.getLogger("ray.serve").getChild("slmfleet.dispatch")
+ENGINE_DEAD = "EngineCore encountered an issue"
+"""What vLLM says (EngineDeadError, and the adapter loads that fail behind it) once its engine process died."""
+RETRY_AFTER_S = 5
+"""Retry-After of a 503 while a base's engine or replica restarts (Serve replaces it by itself)."""
+ENGINE_GONE = (EngineDeadError, RayActorError, ActorUnavailableError, ReplicaUnavailableError,
+               DeploymentUnavailableError)
+
+
+def engine_down(cause: BaseException) -> bool:
+    """Whether a failure means the engine (or its replica) is gone, not that this request was wrong."""
+    return isinstance(cause, ENGINE_GONE) or ENGINE_DEAD in str(cause)
 
 
 class Sender(Protocol):
@@ -41,6 +55,8 @@ class DispatchFailed(Exception):
     message: str
     engine: bool = False
     """The engine's own answer (e.g. a prompt too long), passed on as it is."""
+    retry_after: int | None = None
+    """Seconds after which a retry may succeed (a Retry-After header), for a base that is restarting."""
 
     def __str__(self) -> str:
         return self.message
@@ -51,8 +67,9 @@ async def dispatch(ingress: Sender, target: Target, body, call_method: str, requ
     """The base deployment's answer to ``body`` (whose ``model`` is ``target.model_id``).
 
     Raises DispatchFailed: 503 service_unavailable for a base with no deployment yet, 503
-    adapter_unavailable for a version a replica cannot load, the engine's own status for what it
-    refused, 500 internal_error for anything else (logged with its traceback).
+    adapter_unavailable for a version a replica cannot load, 503 engine_unavailable (with
+    ``retry_after``) while the base's engine or replica is dead and being replaced, the engine's own
+    status for what it refused, 500 internal_error for anything else (logged with its traceback).
     """
     if target.base_model not in ingress.base_deployments:
         raise DispatchFailed(503, "service_unavailable", f"base model '{target.base_model}' has no deployment yet; "
@@ -60,14 +77,24 @@ async def dispatch(ingress: Sender, target: Target, body, call_method: str, requ
     try:
         return await ingress.send(body, call_method, with_headers(request, telemetry.dispatch_headers()))
     except OpenAIHTTPException as err:
+        if ENGINE_DEAD in (err.message or ""):
+            raise _engine_unavailable(target, err.message) from None
         raise DispatchFailed(err.status_code, err.type, err.message, engine=True) from None
     except Exception as err:  # noqa: BLE001 - every failure below becomes an answer
         cause = root_cause(err)
+        if engine_down(cause):
+            logger.warning("base %s unavailable: %s: %s", target.base_model, type(cause).__name__, cause)
+            raise _engine_unavailable(target, f"{type(cause).__name__}: {cause}") from None
         if isinstance(cause, AdapterUnavailable):
             logger.error("adapter=%s version=%s unavailable: %s", cause.adapter, cause.version, cause.cause)
             raise DispatchFailed(503, "adapter_unavailable", str(cause)) from None
         logger.exception("target=%s failed", target.model_id)
         raise DispatchFailed(500, "internal_error", f"{type(cause).__name__}: {cause}") from None
+
+
+def _engine_unavailable(target: Target, why: str) -> DispatchFailed:
+    return DispatchFailed(503, "engine_unavailable", f"base model '{target.base_model}' is unavailable while its "
+                          f"engine restarts ({why}); retry after {RETRY_AFTER_S} s", retry_after=RETRY_AFTER_S)
 
 
 def with_headers(request: Request, extra: dict[str, str]) -> Request:

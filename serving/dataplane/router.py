@@ -226,6 +226,8 @@ class FleetRouter(IngressBase):
                                           f"route '{route}' failed: {err}" if err.status == 500 else
                                           f"route '{route}': {err}",
                                           type=err.type)
+                if err.retry_after is not None:
+                    response.headers["Retry-After"] = str(err.retry_after)
         response.headers.update(served_by_headers(route, target))
         answered = telemetry.answered(response, client_wants_usage=client_wants_usage)
         if chosen is None and route in self.table.shadows:

@@ -110,3 +110,41 @@ def test_adapter_failures_are_logged_with_adapter_version_and_cause(client):
     text = eventually(logged, timeout=30, interval=1, message=f"no log line with {wanted!r}")
     line = text.split(wanted, 1)[0].rsplit("\n", 1)[-1] + wanted + text.split(wanted, 1)[1].split("\n", 1)[0]
     assert "slm-fleet_BaseModel:tiny-llama" in line and "no adapter_config.json" in line
+
+
+WRONG_TYPES = ({"not": ["a", "valid", "value"]}, [[{"x": None}]], "not-a-number-or-object", -12345.5)
+
+
+def _fields(model) -> list[str]:
+    return sorted(f.alias or name for name, f in model.model_fields.items())
+
+
+def _wrong_typed(path: str, base: dict, fields: list[str]):
+    return [(path, {**base, field: value}) for field in fields for value in WRONG_TYPES]
+
+
+def test_a_wrong_type_in_any_top_level_field_is_never_a_5xx(client):
+    """Every top-level field of the chat, completion and Responses requests, given values of the wrong type
+    (some may happen to be valid for a field): a 4xx in OpenAI's shape, or an answer, never a 5xx."""
+    from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+
+    chat = {"model": "shout", "messages": [{"role": "user", "content": "red fox"}], "max_tokens": 2}
+    completion = {"model": "shout", "prompt": PROMPT, "max_tokens": 2}
+    responses = {"model": "shout", "input": "red fox", "max_output_tokens": 2}
+    cases = (_wrong_typed("/v1/chat/completions", chat, _fields(ChatCompletionRequest))
+             + _wrong_typed("/v1/completions", completion, _fields(CompletionRequest))
+             + _wrong_typed("/v1/responses", responses, ["model", "input", "instructions", "tools", "tool_choice",
+                                                          "text", "max_output_tokens", "temperature", "top_p",
+                                                          "stream", "user", "metadata", "parallel_tool_calls",
+                                                          "store", "reasoning", "include", "truncation"]))
+    failures = []
+    for path, body in cases:
+        resp = client.post(path, json=body)
+        if resp.status_code >= 500:
+            failures.append((path, {k: v for k, v in body.items() if k not in chat and k not in responses}
+                             or body, resp.status_code, resp.text[:200]))
+        elif resp.status_code >= 400:
+            error = resp.json().get("error") or {}
+            if not {"message", "type", "code"} <= set(error):
+                failures.append((path, body, resp.status_code, "not OpenAI's error shape: " + resp.text[:200]))
+    assert not failures, f"{len(failures)} of {len(cases)}: {failures[:10]}"
