@@ -15,7 +15,6 @@ import logging
 from fastapi import Request
 from pydantic import ValidationError
 from ray.serve.handle import DeploymentHandle
-from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from vllm.exceptions import VLLMValidationError
 
@@ -30,6 +29,7 @@ from serving.dataplane.errors import client_error, error_response, invalid_reque
 from serving.dataplane.mcp_tools import FleetMCP
 from serving.dataplane.ray_serve_llm import IngressBase, ModelCard, OpenAIHTTPException
 from serving.dataplane.request_guard import LIMITS
+from serving.dataplane.request_models import ChatBody, CompletionBody
 from serving.dataplane.responses_api import ResponsesInputError, StreamTranslator, chat_request, response_from_chat
 from serving.dataplane.shadow_runner import ShadowRunner
 from serving.embedding.embedders import embedder
@@ -114,10 +114,10 @@ class FleetRouter(IngressBase):
         """Ray Serve calls it on a graceful shutdown: captured records still queued are written."""
         await self._capture.close()
 
-    async def completions(self, body: CompletionRequest, request: Request) -> Response:
+    async def completions(self, body: CompletionBody, request: Request) -> Response:
         return await self._serve(body, request, "completions")
 
-    async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
+    async def chat(self, body: ChatBody, request: Request) -> Response:
         problem = chat_problem(body)
         if problem is not None:
             return error_response(400, problem.message, type="invalid_request_error", param=problem.param)
@@ -132,7 +132,7 @@ class FleetRouter(IngressBase):
         if not isinstance(body, dict):
             return error_response(400, "the request body must be a JSON object", type="invalid_request_error")
         try:
-            chat_body = ChatCompletionRequest.model_validate(chat_request(body))
+            chat_body = ChatBody.model_validate(chat_request(body))
         except ResponsesInputError as err:
             return error_response(400, str(err), type="invalid_request_error", param=err.param)
         except VLLMValidationError as err:
@@ -158,7 +158,7 @@ class FleetRouter(IngressBase):
         body = {"model": route, "messages": messages}
         body.update({k: arguments[k] for k in ("max_tokens", "temperature") if k in arguments})
         try:
-            chat_body = ChatCompletionRequest.model_validate(body)
+            chat_body = ChatBody.model_validate(body)
         except ValidationError as err:
             raise ValueError(f"invalid messages: {err.errors()[0].get('msg')}") from None
         except VLLMValidationError as err:
