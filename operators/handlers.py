@@ -9,6 +9,7 @@ the fleet deletes the RayService through Kubernetes garbage collection.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import logging
 import time
@@ -16,13 +17,15 @@ import time
 import kopf
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from operators.crd import PLURAL
 from operators.reconcile import plan, rollouts_in
-from operators.render import FLEET_LABEL, MANAGED_BY
+from operators.render import FLEET_LABEL, MANAGED_BY, internal_key_secret, labels
 from operators.settings import OperatorSettings, SettingsError, anonymous_kube_config
-from serving.api.documents import GROUP, VERSION, fleet_from_document
+from serving.api.documents import API_VERSION, GROUP, KIND, VERSION, fleet_from_document
+from serving.api.keys import key_sha256, new_key
 from serving.api.problems import FleetSpecError
 from serving.api.status import RolloutStatus
 from serving.rollouts.driver import COMMAND_ANNOTATION, Rollouts, parse_command
@@ -75,11 +78,38 @@ async def _get(api: AsyncClient, resource, name: str, namespace: str) -> dict | 
         raise
 
 
+async def internal_key(fleet: dict, memo: kopf.Memo) -> str:
+    """The fleet's internal key (its probes' identity on a fleet with tenants), from the Secret the operator keeps
+    it in, made the first time (owned by the fleet, so deleted with it). The only Secret the operator reads."""
+    name, namespace = fleet["metadata"]["name"], fleet["metadata"]["namespace"]
+    cache = memo.setdefault("internal_keys", {})
+    if (namespace, name) in cache:
+        return cache[namespace, name]
+    secret_name = internal_key_secret(name)
+    stored = await _get(memo.api, Secret, secret_name, namespace)
+    if stored is None:
+        key = new_key()
+        await memo.api.create(Secret.from_dict({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": secret_name, "namespace": namespace, "labels": labels(name), "ownerReferences": [{
+                "apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": fleet["metadata"].get("uid"),
+                "controller": True, "blockOwnerDeletion": True}]},
+            "data": {"key": base64.b64encode(key.encode()).decode()}}), namespace=namespace)
+    else:
+        key = base64.b64decode((stored.get("data") or {}).get("key", "")).decode()
+    cache[namespace, name] = key
+    return key
+
+
 async def reconcile_fleet(fleet: dict, *, memo: kopf.Memo, rollouts: dict[str, RolloutStatus] | None = None) -> None:
     """Bring the fleet's RayService and status in line with its spec; write only what differs."""
     name, namespace = fleet["metadata"]["name"], fleet["metadata"]["namespace"]
     current = await _get(memo.api, RayService, name, namespace)
-    decided = plan(fleet, current, settings=memo.settings, now=_now(), rollouts=rollouts)
+    key = await internal_key(fleet, memo) if (fleet.get("spec") or {}).get("tenants") else None
+    if key is not None:
+        _rollouts(memo, name, namespace).api_key = key
+    decided = plan(fleet, current, settings=memo.settings, now=_now(), rollouts=rollouts,
+                   internal_key_sha256=key_sha256(key) if key else None)
     if decided.create is not None:
         await memo.api.create(RayService.from_dict(decided.create), namespace=namespace)
     elif decided.patch is not None:
@@ -174,6 +204,8 @@ async def advance_rollouts(fleet: dict, memo: kopf.Memo) -> None:
         except ValueError as err:
             kopf.warn(fleet, reason="InvalidRolloutCommand", message=f"{err}; annotation removed, nothing changed")
     driver = _rollouts(memo, name, namespace)
+    if spec.tenants:  # the probes need the fleet's own key
+        driver.api_key = await internal_key(fleet, memo)
     tick = await asyncio.to_thread(driver.tick, spec, rollouts_in(fleet.get("status") or {}), time.time(), commands)
     await reconcile_fleet(fleet, memo=memo, rollouts=tick.statuses)
     for type_, reason, message in tick.events:

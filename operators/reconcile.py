@@ -94,11 +94,12 @@ def _patch_for(current: dict, desired: dict) -> dict | None:
 
 
 def plan(fleet: dict, rayservice: dict | None, *, settings: OperatorSettings, now: str,
-         rollouts: dict[str, RolloutStatus] | None = None) -> Plan:
+         rollouts: dict[str, RolloutStatus] | None = None, internal_key_sha256: str | None = None) -> Plan:
     """What to do for ``fleet`` (the ModelFleet object) given its current ``rayservice``.
 
     ``rollouts`` are the rollouts' new statuses from a rollout tick; without them, those recorded
     in the fleet's status hold (their canary weights go into the rendered routing config).
+    ``internal_key_sha256`` is the hash of the operator's key for the fleet (its probes' identity).
     """
     meta, old_status = fleet.get("metadata", {}), fleet.get("status") or {}
     name, namespace, generation = meta["name"], meta.get("namespace", "default"), meta.get("generation")
@@ -121,7 +122,8 @@ def plan(fleet: dict, rayservice: dict | None, *, settings: OperatorSettings, no
     rollouts = current(spec, rollouts if rollouts is not None else rollouts_in(old_status))
     weights = canary_weights(spec, rollouts)
     desired = render_rayservice(spec, name=name, namespace=namespace, settings=settings, owner_uid=meta.get("uid"),
-                                canary_weights=weights, shadowing=shadowing(spec, rollouts))
+                                canary_weights=weights, shadowing=shadowing(spec, rollouts),
+                                internal_key_sha256=internal_key_sha256)
     change = change_kind(rayservice, desired)
     if rayservice is None:
         result.create = desired

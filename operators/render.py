@@ -21,6 +21,15 @@ from serving.render.serve_config import serve_config
 MANAGED_BY = "slm-fleet"
 FLEET_LABEL = "slmfleet.io/fleet"
 SERVE_PORT = 8000
+KEYS_DIR = "/etc/slmfleet/keys"
+KEYS_FILE = f"{KEYS_DIR}/keys.yaml"
+"""Where the tenants' keys file (the Secret ``tenancy.keysSecret``) is mounted in the Ray pods; the router
+rereads it when the kubelet updates the mounted Secret."""
+
+
+def internal_key_secret(fleet_name: str) -> str:
+    """The Secret the operator keeps the fleet's internal key in (its probes' identity), owned by the fleet."""
+    return f"{fleet_name}-slmfleet-internal"
 
 
 def labels(fleet_name: str) -> dict[str, str]:
@@ -29,9 +38,11 @@ def labels(fleet_name: str) -> dict[str, str]:
 
 
 def serve_config_v2(spec: FleetSpec, canary_weights: dict[str, int] | None = None,
-                    shadowing: list[str] | tuple[str, ...] = ()) -> str:
+                    shadowing: list[str] | tuple[str, ...] = (), internal_key_sha256: str | None = None) -> str:
     """The fleet's Serve config as KubeRay wants it: YAML text, HTTP options left to KubeRay."""
-    config = serve_config(spec, canary_weights=canary_weights, shadowing=shadowing)
+    config = serve_config(spec, canary_weights=canary_weights, shadowing=shadowing,
+                          keys_file=KEYS_FILE if spec.tenancy.keys_secret else None,
+                          internal_key_sha256=internal_key_sha256)
     del config["http_options"]  # KubeRay runs the proxy on the head's serve port itself
     return yaml.safe_dump(config, sort_keys=False)
 
@@ -75,14 +86,22 @@ def _container(name: str, settings: OperatorSettings, *, cpu: str, memory: str, 
     return container
 
 
-def _pod_spec(container: dict, settings: OperatorSettings) -> dict:
+def _pod_spec(container: dict, settings: OperatorSettings, fleet: FleetSpec | None = None) -> dict:
     spec = {"containers": [container]}
     if settings.ray_service_account:
         spec["serviceAccountName"] = settings.ray_service_account  # e.g. IRSA / workload identity for S3
+    ref = fleet.tenancy.keys_secret if fleet is not None else None
+    if ref is not None:
+        # The keys file, mounted (not an env var): the kubelet updates a mounted Secret in place, and the router
+        # rereads it, so keys added or revoked apply without a new Ray cluster.
+        spec["volumes"] = [{"name": "slmfleet-keys", "secret": {"secretName": ref.name, "items": [
+            {"key": ref.key, "path": "keys.yaml"}]}}]
+        container["volumeMounts"] = [{"name": "slmfleet-keys", "mountPath": KEYS_DIR, "readOnly": True}]
     return spec
 
 
-def worker_group(base: BaseModelSpec, settings: OperatorSettings, extra_env: list[dict] = ()) -> dict:
+def worker_group(base: BaseModelSpec, settings: OperatorSettings, extra_env: list[dict] = (),
+                 fleet: FleetSpec | None = None) -> dict:
     """Pods for one base model: each holds one replica (its engine bundle plus the replica actor)."""
     cpu = str(math.ceil(base.resources.cpu) + 1)
     a = base.autoscaling
@@ -97,7 +116,7 @@ def worker_group(base: BaseModelSpec, settings: OperatorSettings, extra_env: lis
         "template": {
             "metadata": {"labels": {"slmfleet.io/base-model": base.name}},
             "spec": _pod_spec(_container("ray-worker", settings, cpu=cpu, memory=settings.worker_memory,
-                                         gpu=base.resources.gpu, extra_env=extra_env), settings),
+                                         gpu=base.resources.gpu, extra_env=extra_env), settings, fleet),
         },
     }
     if base.resources.accelerator:
@@ -122,19 +141,20 @@ def ray_cluster_config(spec: FleetSpec, settings: OperatorSettings) -> dict:
             "template": {"spec": _pod_spec(
                 _container("ray-head", settings, cpu=settings.head_cpu, memory=settings.head_memory, ports=head_ports,
                            extra_env=secrets),
-                settings)},
+                settings, spec)},
         },
-        "workerGroupSpecs": [worker_group(b, settings, secrets) for b in spec.base_models],
+        "workerGroupSpecs": [worker_group(b, settings, secrets, spec) for b in spec.base_models],
     }
 
 
 def render_rayservice(spec: FleetSpec, *, name: str, namespace: str, settings: OperatorSettings,
                       owner_uid: str | None = None, canary_weights: dict[str, int] | None = None,
-                      shadowing: list[str] | tuple[str, ...] = ()) -> dict:
+                      shadowing: list[str] | tuple[str, ...] = (), internal_key_sha256: str | None = None) -> dict:
     """The RayService for fleet ``name``; with ``owner_uid`` it is owned by (and deleted with) the fleet.
 
     ``canary_weights``: the routes' current canary shares, and ``shadowing`` the routes whose canary shadows
-    live requests, from the rollouts in the fleet's status.
+    live requests, from the rollouts in the fleet's status; ``internal_key_sha256`` the hash of the key the
+    operator's probes use (its Secret, ``internal_key_secret``).
     """
     metadata = {"name": name, "namespace": namespace, "labels": labels(name)}
     if owner_uid:
@@ -147,7 +167,7 @@ def render_rayservice(spec: FleetSpec, *, name: str, namespace: str, settings: O
         "kind": "RayService",
         "metadata": metadata,
         "spec": {
-            "serveConfigV2": serve_config_v2(spec, canary_weights, shadowing),
+            "serveConfigV2": serve_config_v2(spec, canary_weights, shadowing, internal_key_sha256),
             "rayClusterConfig": ray_cluster_config(spec, settings),
         },
     }

@@ -24,7 +24,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from serving.api.capture import CaptureSpec
 from serving.api.fields import NAME_PATTERN, SHA256_PATTERN, VERSION_PATTERN, SpecModel, parse_s3_uri, version_label
 from serving.api.problems import FleetProblems, FleetSpecError, Problem, problems_from_validation_error
-from serving.api.routes import RouteSpec, TargetRef, TierChecks
+from serving.api.routes import CascadeTier, RouteSpec, TargetRef, TierChecks
+from serving.api.tenants import ALL_ROUTES, TenancySettings, TenantSpec
 
 # vLLM's tool-call and reasoning parser names (vllm.tool_parsers.ToolParserManager,
 # vllm.reasoning.ReasoningParserManager), so a spec is checked without vLLM installed. A unit test
@@ -227,6 +228,10 @@ class BaseModelSpec(SpecModel):
     engine: EngineSettings = Field(default_factory=EngineSettings, description="vLLM engine settings.")
     resources: Resources = Field(default_factory=Resources, description="Resources per replica.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Replica autoscaling.")
+    cost_per_1k_tokens: float = Field(0, ge=0, alias="costPer1kTokens", description="Cost of 1,000 tokens "
+                                      "(prompt + answer) answered by this base model alone; its adapters and "
+                                      "cascade tiers inherit it unless they set their own. For tenants' usage "
+                                      "and cascade savings.")
 
     @field_validator("source")
     @classmethod
@@ -270,6 +275,8 @@ class AdapterSpec(SpecModel):
     name: str = Field(pattern=NAME_PATTERN, description="Adapter name, unique in the fleet.")
     base_model: str = Field(description="Name of the base model this adapter was trained on.")
     versions: list[AdapterVersion] = Field(min_length=1, description="Available versions.")
+    cost_per_1k_tokens: float | None = Field(None, ge=0, alias="costPer1kTokens", description="Cost of 1,000 "
+                                             "tokens answered by this adapter; unset: its base model's.")
 
 
 
@@ -283,6 +290,11 @@ class FleetSpec(SpecModel):
                                         "flywheel; off unless set.")
     max_request_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body the router "
                                    "accepts, in bytes (default 10 MiB); a larger one is answered 413.")
+    tenants: list[TenantSpec] = Field(default_factory=list, description="Who may call the fleet: each tenant's "
+                                      "routes and limits. None declared: an open fleet, every route to anyone "
+                                      "without a key.")
+    tenancy: TenancySettings = Field(default_factory=TenancySettings, description="Where tenants' keys are and "
+                                     "how their limits' state is kept.")
 
     @model_validator(mode="after")
     def _consistent(self) -> FleetSpec:
@@ -293,6 +305,27 @@ class FleetSpec(SpecModel):
 
     def base(self, name: str) -> BaseModelSpec:
         return next(b for b in self.base_models if b.name == name)
+
+    @property
+    def open(self) -> bool:
+        """No tenants: anyone may call every route without a key."""
+        return not self.tenants
+
+    def cost_per_1k_tokens(self, ref: TargetRef | CascadeTier) -> float:
+        """What 1,000 tokens answered by ``ref`` cost: its own costPer1kTokens (a tier's), else its adapter's,
+        else its base model's, else 0 (another route, an endpoint)."""
+        own = getattr(ref, "cost_per_1k_tokens", None)
+        if own is not None:
+            return own
+        base = ref.base_model
+        if ref.adapter is not None:
+            adapter = next((a for a in self.adapters if a.name == ref.adapter), None)
+            if adapter is None:
+                return 0.0
+            if adapter.cost_per_1k_tokens is not None:
+                return adapter.cost_per_1k_tokens
+            base = adapter.base_model
+        return next((b.cost_per_1k_tokens for b in self.base_models if b.name == base), 0.0)
 
 
 
@@ -361,7 +394,23 @@ def fleet_problems(spec: FleetSpec) -> list[Problem]:
                                             subject=f"route '{route.name}' targets ")
         if route.strategy is not None:
             problems += _canary_problems(i, route, base_names, adapters, route_names)
-    return problems + route_cycles(spec) + _capture_problems(spec, route_names)
+    return problems + route_cycles(spec) + _capture_problems(spec, route_names) + _tenant_problems(spec, route_names)
+
+
+def _tenant_problems(spec: FleetSpec, route_names: list[str]) -> list[Problem]:
+    problems = []
+    dup = _duplicates([t.name for t in spec.tenants])
+    for i, tenant in enumerate(spec.tenants):
+        if tenant.name in dup:
+            problems.append(Problem(f"tenants[{i}].name", f"duplicate tenant '{tenant.name}'; names must be unique"))
+        for j, route in enumerate(tenant.routes):
+            if route != ALL_ROUTES and route not in route_names:
+                problems.append(Problem(f"tenants[{i}].routes[{j}]", f"tenant '{tenant.name}' names unknown route "
+                                        f"'{route}'; routes: {', '.join(route_names)} (or '*' for all)"))
+    if not spec.tenants and spec.tenancy != TenancySettings():
+        problems.append(Problem("tenancy", "tenancy settings apply to tenants, and this fleet declares none (it is "
+                                "open); add tenants or remove tenancy"))
+    return problems
 
 
 def _capture_problems(spec: FleetSpec, route_names: list[str]) -> list[Problem]:

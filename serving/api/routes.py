@@ -264,8 +264,10 @@ class CascadeTier(TargetRef):
                                "the last tier's answer is always returned.")
     timeout: str = Field("30s", pattern=DURATION_PATTERN, description="Time the tier may take before the request "
                          "escalates (or, on the last tier, fails with 504).")
-    cost_per_1k_tokens: float = Field(0, ge=0, alias="costPer1kTokens", description="Cost of 1,000 tokens "
-                                      "(prompt + answer) on this tier, for the savings estimate.")
+    cost_per_1k_tokens: float | None = Field(None, ge=0, alias="costPer1kTokens", description="Cost of 1,000 "
+                                             "tokens (prompt + answer) on this tier, for the savings estimate "
+                                             "and tenants' usage; unset: the adapter's or base model's "
+                                             "costPer1kTokens, else 0.")
 
     @property
     def timeout_seconds(self) -> int:

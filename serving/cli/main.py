@@ -37,6 +37,54 @@ def cmd_validate(args) -> int:
     checked = " (adapter sources checked)" if args.sources else ""
     print(f"{args.file}: valid: {len(spec.base_models)} base model(s), {len(spec.adapters)} adapter(s) "
           f"with {adapters} version(s), {len(spec.routes)} route(s){checked}")
+    if spec.open:
+        print("open fleet: no tenants declared, so every route answers anyone without an API key")
+    else:
+        print(f"{len(spec.tenants)} tenant(s): " + "; ".join(
+            f"{t.name} ({', '.join(t.routes)})" for t in spec.tenants) + "; every API call needs a key")
+    return EXIT_OK
+
+
+def _write_keys(path, text: str) -> None:
+    """Replace the keys file at once (a router rereading it never sees half of it), readable by its owner only."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def cmd_keys(args) -> int:
+    from pathlib import Path
+
+    from serving.api.keys import KeysFileError, format_keys, key_id, new_entry, new_key, parse_keys
+
+    path = Path(args.file) if getattr(args, "file", None) else None
+    entries = parse_keys(path.read_text(), source=str(path)) if path is not None and path.exists() else []
+    if args.keys_command == "create":
+        key = new_key()
+        entry = new_entry(args.tenant, key)
+        if path is None:
+            print(f"{key}\n\nadd this entry to the keys file (the key above is shown only now):\n"
+                  + format_keys([entry]).split("\n", 2)[2], end="")
+            return EXIT_OK
+        _write_keys(path, format_keys([*entries, entry]))
+        print(key)
+        print(f"(tenant {args.tenant}, {entry.id}; its sha256 added to {path}; the key is shown only now)",
+              file=sys.stderr)
+        return EXIT_OK
+    if args.keys_command == "list":
+        for e in entries:
+            print(f"{e.id}  {e.tenant}  {e.created or ''}".rstrip())
+        return EXIT_OK
+    kept = [e for e in entries if e.id != args.key_id and key_id(e.sha256) != args.key_id]
+    if len(kept) == len(entries):
+        raise KeysFileError(f"{path} has no key {args.key_id}; its keys: {', '.join(e.id for e in entries) or 'none'}")
+    _write_keys(path, format_keys(kept))
+    print(f"revoked {args.key_id} (the router rereads {path} within seconds)")
     return EXIT_OK
 
 
@@ -83,7 +131,7 @@ def cmd_serve(args) -> int:
 
     return serve_until_stopped(args.file, host=args.host, port=args.port, num_cpus=args.num_cpus,
                                metrics_port=args.metrics_port, prometheus_url=args.prometheus_url,
-                               control_port=args.control_port, rollout_tick_s=args.rollout_tick)
+                               control_port=args.control_port, rollout_tick_s=args.rollout_tick, keys_file=args.keys)
 
 
 def cmd_rollout(args) -> int:
@@ -168,7 +216,7 @@ def cmd_demo(args) -> int:
 
     return run_demo(fleet=args.file, assets=args.assets, host=args.host, port=args.port, num_cpus=args.num_cpus,
                     metrics_port=args.metrics_port, prometheus_url=args.prometheus_url, control_port=args.control_port,
-                    rollout_tick_s=args.rollout_tick)
+                    rollout_tick_s=args.rollout_tick, keys_file=args.keys)
 
 
 MCP_HELP = """\
@@ -226,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--host", default="127.0.0.1")
         sp.add_argument("--port", type=int, default=port)
 
+    def keys_arg(sp):
+        sp.add_argument("--keys", default=None, metavar="FILE",
+                        help="the tenants' API keys (hashes), as slm-fleet keys create writes them; reread when "
+                             "the file changes")
+
     sc = sub.add_parser("serve-config", help="print the Ray Serve config (serveConfigV2) for a fleet")
     sc.add_argument("file")
     serving_args(sc)
@@ -253,7 +306,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for the local Ray instance")
     metrics_arg(s)
     rollout_args(s)
+    keys_arg(s)
     s.set_defaults(fn=cmd_serve)
+
+    k = sub.add_parser("keys", help="make, list and revoke tenants' API keys (a keys file of sha256 hashes)")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="make a key for a tenant, print it once, and add its hash to the keys file")
+    kc.add_argument("--tenant", required=True, help="the tenant (spec.tenants[].name) the key belongs to")
+    kc.add_argument("--file", default=None, help="the keys file to add it to (created if missing); without it, the "
+                    "entry is printed")
+    kl = ksub.add_parser("list", help="the keys of a keys file: id, tenant, created")
+    kl.add_argument("--file", required=True)
+    kr = ksub.add_parser("revoke", help="remove a key (by its id, key-xxxxxxxx) from the keys file")
+    kr.add_argument("key_id", metavar="KEY_ID")
+    kr.add_argument("--file", required=True)
+    k.set_defaults(fn=cmd_keys)
 
     ro = sub.add_parser(
         "rollout", help="status and controls of canary rollouts (local `slm-fleet serve`, or a ModelFleet)",
@@ -308,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-cpus", type=int, default=4)
     metrics_arg(demo)
     rollout_args(demo)
+    keys_arg(demo)
     demo.set_defaults(fn=cmd_demo)
     return p
 

@@ -14,6 +14,7 @@ from ray.serve.llm.ingress import make_fastapi_ingress
 from vllm.exceptions import VLLMValidationError
 
 from serving.api.fleet import BaseModelSpec
+from serving.dataplane.auth import Authenticate
 from serving.dataplane.base_model import FleetLLMServer
 from serving.dataplane.errors import client_error, validation_error
 from serving.dataplane.ray_serve_llm import ingress_app
@@ -38,6 +39,7 @@ def build_app(args: dict) -> Application:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(VLLMValidationError, client_error)
     app.add_middleware(RequestGuard)
+    app.add_middleware(Authenticate)  # added last, so it runs first: no body is read for a request without a key
     router = serve.deployment(
         make_fastapi_ingress(FleetRouter, endpoint_map=ENDPOINTS, app=app),
         name=ROUTER_DEPLOYMENT,

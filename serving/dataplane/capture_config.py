@@ -16,6 +16,7 @@ from fastapi import Request
 from serving.adapters.store import s3_client
 from serving.api import headers as h
 from serving.api.fleet import FleetSpec
+from serving.dataplane.tenancy import caller_of_scope
 from serving.observability.capture import CaptureWriter, RequestCapture
 from serving.observability.metrics import Recorder
 from serving.policy.capture import caller_id, caller_of, route_sample_rate, sampled
@@ -62,7 +63,7 @@ class TrafficCapture:
         caller = caller_id(self._secret, caller_of(user, request.headers.get("authorization")))
         return RequestCapture(self.writer, route=route, policy=policy, call=call,
                               body=body.model_dump(exclude_unset=True, by_alias=True), caller_id=caller, via=via,
-                              cls=cls)
+                              cls=cls, tenant=caller_of_scope(request.scope).name)
 
     def _count(self, outcome: str, route: str, n: int) -> None:
         if outcome == "written":

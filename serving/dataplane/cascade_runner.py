@@ -101,14 +101,17 @@ class CascadeRunner:
         return self._http
 
     async def serve(self, route: RouteSpec, body, request: Request, call_method: str,
-                    capture: RequestCapture | None = None) -> Response:
+                    capture: RequestCapture | None = None, settle=None) -> Response:
+        """Answer ``body`` from the cascade's tiers; ``settle`` (the tenant's accounting) is called when it is done."""
         stream = bool(getattr(body, "stream", False))
         telemetry = RequestTelemetry(self.metrics, route=route.name, call_method=call_method, stream=stream,
                                      headers=dict(request.headers))
         telemetry.capture = capture
+        telemetry.on_finish = settle
         client_wants_usage = bool(getattr(body, "stream_options", None) and body.stream_options.include_usage)
         client_body = body.model_dump(exclude_unset=True, by_alias=True)  # the wire names (json_schema.schema)
         result = await self.run(route, client_body, body, request, call_method, telemetry)
+        telemetry.answered_by = f"tier {result.tier}: {result.tier_name}"
         if result.target is not None:
             telemetry.target(result.target)
         headers = answer_headers(route.name, result.tier, result.tier_name, result.rejected)
@@ -165,22 +168,24 @@ class CascadeRunner:
             self.metrics.inc("slmfleet_cascade_tier_answers_total", outcome=use.outcome, **labels)
             self.metrics.inc("slmfleet_cascade_tier_tokens_total", use.tokens, **labels)
             if accepted:
-                self._account(route, uses)
+                self._account(route, uses, telemetry)
                 return CascadeResult(200, outcome.payload, n, tier.describe(), rejected, outcome.target or target,
                                      tuple(reached))
             rejected.append({"tier": n, "by": tier.describe(), "reason": outcome.reason[1]})
             if last:
                 logger.warning("route %s: every tier failed: %s", route.name, rejected)
-                self._account(route, uses)
+                self._account(route, uses, telemetry)
                 return CascadeResult(outcome.status, _error(f"tier {n} ({tier.describe()}) failed: "
                                                             f"{outcome.reason[1]}"), n, tier.describe(), rejected,
                                      reached=tuple(reached))
         raise AssertionError("a cascade has at least two tiers")  # validated in the spec
 
-    def _account(self, route: RouteSpec, uses: list[TierUse]) -> None:
-        costs = [t.cost_per_1k_tokens for t in route.tiers]
+    def _account(self, route: RouteSpec, uses: list[TierUse], telemetry: RequestTelemetry) -> None:
+        costs = self.fleet.table.tier_costs[route.name]
         self.stats.setdefault(route.name, RouteStats(len(route.tiers))).add(uses, costs)
         cost, baseline = request_costs(costs, uses)
+        telemetry.cost = cost
+        telemetry.escalated_tokens = sum(u.tokens for u in uses[:-1])
         self.metrics.inc("slmfleet_cascade_cost_total", cost, route=route.name, basis="cascade")
         self.metrics.inc("slmfleet_cascade_cost_total", baseline, route=route.name, basis="last_tier")
 

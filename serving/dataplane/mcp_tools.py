@@ -39,8 +39,10 @@ from starlette.types import Receive, Scope, Send
 
 logger = logging.getLogger("ray.serve").getChild("slmfleet.mcp")
 
-Answer = Callable[[str, dict], Awaitable[dict]]
-"""The router's chat call: ``answer(route, arguments)`` -> ``{"text", "route", "served_by", ...}``.
+Answer = Callable[[str, dict, Any], Awaitable[dict]]
+"""The router's chat call: ``answer(route, arguments, http_request)`` -> ``{"text", "route", "served_by", ...}``.
+
+``http_request`` is the HTTP request the MCP message came in (whose scope holds the caller), or None.
 
 ``arguments`` are the tool call's, checked: ``prompt`` or ``messages``, maybe ``max_tokens``,
 ``temperature``. Raising ``ValueError`` / ``LookupError`` (a user error: its message is the answer)
@@ -128,8 +130,11 @@ class FleetMCP:
     """An MCP server whose tools are the fleet's routes; see the module docstring for serving it."""
 
     def __init__(self, answer: Answer, *, name: str = "slm-fleet",
-                 transport_security: TransportSecuritySettings | None = None):
+                 transport_security: TransportSecuritySettings | None = None,
+                 visible: Callable[[Any, str], bool] | None = None):
         self._answer = answer
+        self._visible = visible or (lambda http_request, route: True)
+        """Whether the caller of an HTTP request may see and call a route's tool (a tenant's routes)."""
         self._tools: dict[str, types.Tool] = {}
         self._routes: dict[str, str] = {}  # tool name -> route
         self._server = Server(name, instructions="Each tool asks one route of this SLM fleet (a fine-tuned "
@@ -168,14 +173,18 @@ class FleetMCP:
         return dict(self._routes)
 
     async def _list_tools(self, ctx, params) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=list(self._tools.values()))
+        request = getattr(ctx, "request", None)
+        return types.ListToolsResult(tools=[tool for name, tool in self._tools.items()
+                                            if self._visible(request, self._routes[name])])
 
     async def _call_tool(self, ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+        request = getattr(ctx, "request", None)
         route = self._routes.get(params.name)
-        if route is None:
-            return _error(f"no tool '{params.name}': this fleet's tools are {', '.join(self._routes) or 'none'}")
+        if route is None or not self._visible(request, route):
+            tools = [name for name, r in self._routes.items() if self._visible(request, r)]
+            return _error(f"no tool '{params.name}': this fleet's tools are {', '.join(tools) or 'none'}")
         try:
-            result = await self._answer(route, check_arguments(params.arguments))
+            result = await self._answer(route, check_arguments(params.arguments), request)
         except (ValueError, LookupError) as err:  # the user's mistake (bad input, unknown version ...): said as is
             return _error(str(err) or type(err).__name__)
         except Exception as err:  # noqa: BLE001 - answered as an MCP error, never a broken connection

@@ -22,6 +22,7 @@ from serving.api import headers as h
 from serving.api.fleet import parse_fleet
 from serving.api.problems import FleetSpecError
 from serving.api.routes import TargetRef
+from serving.dataplane.auth import GATE
 from serving.dataplane.capture_config import TrafficCapture
 from serving.dataplane.cascade_runner import CascadeRunner
 from serving.dataplane.dispatch import DispatchFailed, dispatch
@@ -32,10 +33,13 @@ from serving.dataplane.request_guard import LIMITS
 from serving.dataplane.request_models import ChatBody, CompletionBody
 from serving.dataplane.responses_api import ResponsesInputError, StreamTranslator, chat_request, response_from_chat
 from serving.dataplane.shadow_runner import ShadowRunner
+from serving.dataplane.tenancy import CALLER, Admission, TenantGate, caller_of_scope
 from serving.embedding.embedders import embedder
 from serving.observability.metrics import Recorder
 from serving.observability.telemetry import RequestTelemetry
+from serving.policy.access import ANYONE, Refusal, route_refusal
 from serving.policy.classify import Choice, TaskClassifier, prompt_text
+from serving.policy.limits import estimate_tokens
 from serving.policy.request_checks import RequestProblem, engine_problem, grammar_problem, tools_problem
 from serving.policy.routing import RoutingTable, Target, UnknownRoute, UnknownVersion
 
@@ -62,8 +66,10 @@ class FleetRouter(IngressBase):
         self._shadows = ShadowRunner(self, self._metrics)
         self._cascades = CascadeRunner(self, self._metrics, self._shadows)
         self._classifiers: dict[str, TaskClassifier] = {}
-        self._mcp = FleetMCP(self._answer_mcp)
+        self._mcp = FleetMCP(self._answer_mcp, visible=self._may_call)
         self._capture = TrafficCapture(self._metrics)
+        self._gate = TenantGate(self._metrics)
+        GATE.gate = self._gate  # the Authenticate middleware of this process reads it
 
     def reconfigure(self, user_config: dict) -> None:
         """Swap in a new routing table; a bad one is refused and the current one kept."""
@@ -80,6 +86,8 @@ class FleetRouter(IngressBase):
         self._classifiers = {name: TaskClassifier(r, embedder) for name, r in table.classifies.items()}
         self._table = table
         self._capture.configure(spec)
+        self._gate.configure(spec, keys_file=user_config.get("keysFile"),
+                             internal_sha256=user_config.get("internalKeySha256"))
         LIMITS.max_bytes = spec.max_request_bytes
         self._mcp.set_routes([(name, table.descriptions.get(name)) for name in table.names])
         logger.info("routing table: %d route(s): %s", len(spec.routes), ", ".join(self._table.routes))
@@ -101,11 +109,18 @@ class FleetRouter(IngressBase):
             metadata["description"] = self.table.descriptions[name]
         return ModelCard(id=name, object="model", owned_by=OWNER, permission=[], metadata=metadata)
 
-    async def models(self):
-        return {"object": "list", "data": [self._route_card(n).model_dump() for n in self.table.names]}
+    def _may_call(self, request, route: str) -> bool:
+        """Whether the caller of ``request`` (None: an open fleet's anyone) may use ``route``."""
+        caller = caller_of_scope(request.scope) if request is not None else ANYONE
+        return caller.may_call(route) and (request is not None or self._gate.spec is None or self._gate.spec.open)
 
-    async def model_data(self, model: str):
-        if model not in self.table.names:
+    async def models(self, request: Request):
+        """The routes the caller may use (all of them on an open fleet)."""
+        return {"object": "list", "data": [self._route_card(n).model_dump() for n in self.table.names
+                                           if self._may_call(request, n)]}
+
+    async def model_data(self, model: str, request: Request):
+        if model not in self.table.names or not self._may_call(request, model):
             return error_response(404, str(UnknownRoute(model, self.table.names)),
                                   type="invalid_request_error", code="model_not_found", param="model")
         return self._route_card(model).model_dump()
@@ -152,7 +167,13 @@ class FleetRouter(IngressBase):
         """MCP over streamable HTTP: each route is a tool (``mcp_tools``); the MCP app answers the raw request."""
         return _ASGIAnswer(self._mcp.asgi_app, request)
 
-    async def _answer_mcp(self, route: str, arguments: dict) -> dict:
+    async def usage(self, request: Request) -> Response:
+        """The caller's tenant's usage across the fleet: requests, tokens and estimated cost per route and who
+        answered, and its budget."""
+        report = await self._gate.usage(caller_of_scope(request.scope))
+        return refusal_response(report) if isinstance(report, Refusal) else JSONResponse(report)
+
+    async def _answer_mcp(self, route: str, arguments: dict, http_request: Request | None = None) -> dict:
         """One MCP tool call: a chat request to ``route``, answered with the text and who served it."""
         messages = arguments.get("messages") or [{"role": "user", "content": arguments["prompt"]}]
         body = {"model": route, "messages": messages}
@@ -163,7 +184,9 @@ class FleetRouter(IngressBase):
             raise ValueError(f"invalid messages: {err.errors()[0].get('msg')}") from None
         except VLLMValidationError as err:
             raise ValueError(err.args[0] if err.args else str(err)) from None
-        request = Request({"type": "http", "method": "POST", "path": "/mcp", "headers": [], "query_string": b""})
+        caller = caller_of_scope(http_request.scope) if http_request is not None else ANYONE
+        request = Request({"type": "http", "method": "POST", "path": "/mcp", "headers": [], "query_string": b"",
+                           "state": {CALLER: caller}})
         answer = await self.chat(chat_body, request)
         payload = json.loads(answer.body)
         if answer.status_code != 200:
@@ -173,19 +196,35 @@ class FleetRouter(IngressBase):
         return {"text": (choice.get("message") or {}).get("content") or "", "route": route, "served_by": served_by,
                 "finish_reason": choice.get("finish_reason"), "usage": payload.get("usage")}
 
-    async def _serve(self, body, request: Request, call_method: str, *, chosen: Target | None = None,
-                     via: str | None = None, cls: str | None = None) -> Response:
+    async def _serve(self, body, request: Request, call_method: str) -> Response:
+        """Answer a client's request on the route it names, if its caller may use that route now."""
+        caller = caller_of_scope(request.scope)
+        route = body.model
+        refusal = route_refusal(caller, route, self.table.names, pins_version=bool(request.headers.get(h.VERSION)))
+        if refusal is not None:
+            self._gate.refused(caller, refusal.code)
+            return refusal_response(refusal)
+        admission = await self._gate.admit(caller, route, estimate_tokens(request_chars(body), max_tokens_of(body)))
+        if isinstance(admission, Refusal):
+            return refusal_response(admission)
+        return await self._answer(body, request, call_method, admission=admission)
+
+    async def _answer(self, body, request: Request, call_method: str, *, admission: Admission | None = None,
+                      chosen: Target | None = None, via: str | None = None, cls: str | None = None) -> Response:
         """Answer ``body`` on its route; ``chosen`` is a target a classify route already picked, ``via`` the
-        classify route that sent the request here, ``cls`` the class it picked (both for the capture record)."""
+        classify route that sent the request here, ``cls`` the class it picked (both for the capture record);
+        ``admission`` is settled with the tokens used once the answer is finished."""
         route = body.model
         if chosen is None and route in self.table.cascades:
             capture = self._capture.request(route, "cascade", call_method, body, request, via=via, cls=cls)
-            return await self._cascades.serve(self.table.cascades[route], body, request, call_method, capture)
+            return await self._cascades.serve(self.table.cascades[route], body, request, call_method, capture,
+                                              settle=self._settler(admission))
         if chosen is None and route in self._classifiers:
-            return await self._classify(route, body, request, call_method)
+            return await self._classify(route, body, request, call_method, admission)
         stream = bool(getattr(body, "stream", False))
         telemetry = RequestTelemetry(self._metrics, route=route or "", call_method=call_method, stream=stream,
                                      headers=dict(request.headers))
+        telemetry.on_finish = self._settler(admission)
         if route in self.table.names:
             telemetry.capture = self._capture.request(route, "classify" if chosen else "split", call_method, body,
                                                       request, via=via, cls=cls)
@@ -234,6 +273,24 @@ class FleetRouter(IngressBase):
             self._shadows.after([route], body, call_method, _payload_of(answered))
         return answered
 
+    def _settler(self, admission: Admission | None):
+        """What the request's telemetry calls when its answer is finished: the tenant's usage, settled."""
+        if admission is None or admission.caller.tenant is None:
+            return None
+        table = self.table
+
+        def settle(telemetry: RequestTelemetry, status: int) -> None:
+            prompt, completion = telemetry.input_tokens, telemetry.output_tokens
+            cost = telemetry.cost
+            if cost is None:
+                cost = (prompt + completion) * table.cost_per_1k_tokens(telemetry.answering) / 1000 \
+                    if telemetry.answering is not None else 0.0
+            prompt += telemetry.escalated_tokens  # a cascade's tiers before the one that answered: billed too
+            self._gate.settle(admission, status=status, answered_by=telemetry.answered_by or "", cost=cost,
+                              prompt_tokens=prompt if status < 400 else 0,
+                              completion_tokens=completion if status < 400 else 0)
+        return settle
+
     def classified(self, route: str, body: dict):
         """The class (or the default) of classify route ``route`` for a request ``body``, counted."""
         return self._choose(route, body)[1]
@@ -245,16 +302,18 @@ class FleetRouter(IngressBase):
         self._metrics.inc("slmfleet_classifications_total", route=route, task=choice.cls or "default", how=choice.how)
         return choice, ref
 
-    async def _classify(self, route: str, body, request: Request, call_method: str) -> Response:
+    async def _classify(self, route: str, body, request: Request, call_method: str,
+                        admission: Admission | None) -> Response:
         """Pick the route's class for the prompt, then answer as its target (or its route) would."""
         choice, ref = self._choose(route, body.model_dump(exclude_unset=True))
         if ref.route is not None:
-            response = await self._serve(body.model_copy(update={"model": ref.route}), request, call_method,
-                                         via=route, cls=choice.cls)
+            response = await self._answer(body.model_copy(update={"model": ref.route}), request, call_method,
+                                          admission=admission, via=route, cls=choice.cls)
             response.headers[h.VIA_ROUTE] = ref.route
             response.headers[h.ROUTE] = route
         else:
-            response = await self._serve(body, request, call_method, chosen=self.table.target_of(ref), cls=choice.cls)
+            response = await self._answer(body, request, call_method, admission=admission,
+                                          chosen=self.table.target_of(ref), cls=choice.cls)
         response.headers[h.CLASS] = choice.cls or "default"
         response.headers[h.CLASSIFIED_BY] = choice.how + (f" {choice.score:.2f}" if choice.score is not None
                                                                      else "")
@@ -314,6 +373,30 @@ def _payload_of(response: Response) -> dict | None:
         return None
 
 
+def refusal_response(refusal: Refusal) -> Response:
+    response = error_response(refusal.status, refusal.message, type=refusal.type, code=refusal.code)
+    if refusal.retry_after is not None:
+        response.headers["Retry-After"] = str(refusal.retry_after)
+    if refusal.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="slm-fleet"'
+    return response
+
+
+def request_chars(body) -> int:
+    """How long a request's prompt is, in characters (messages or prompt, and tools): to estimate its tokens."""
+    length = 0
+    for name in ("messages", "prompt", "tools", "input"):
+        value = getattr(body, name, None)
+        if value:
+            length += len(value) if isinstance(value, str) else len(json.dumps(
+                body.model_dump(include={name}, mode="json").get(name), default=str))
+    return length
+
+
+def max_tokens_of(body) -> int | None:
+    return getattr(body, "max_completion_tokens", None) or getattr(body, "max_tokens", None)
+
+
 def tool_fields(body) -> dict:
     """The parts of a chat request the tool and format checks read, as the client sent them."""
     return body.model_dump(include={"tools", "tool_choice", "response_format"}, exclude_none=True, by_alias=True)
@@ -340,6 +423,7 @@ ENDPOINTS = {
     "responses": lambda app: app.post("/v1/responses"),
     "mcp": lambda app: app.api_route("/mcp", methods=["GET", "POST", "DELETE"]),
     "route_stats": lambda app: app.get("/v1/fleet/routes/{name:path}/stats"),
+    "usage": lambda app: app.get("/v1/fleet/usage"),
     "healthz": lambda app: app.get("/healthz"),
     "readyz": lambda app: app.get("/readyz"),
 }

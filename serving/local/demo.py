@@ -17,6 +17,7 @@ from serving.api.capture import SECRET_ENV
 from serving.api.fields import parse_s3_uri, version_label
 from serving.api.fleet import FleetSpec
 from serving.api.problems import UserError
+from serving.local.runtime import internal_key
 
 DEMO_PROMPTS = ["red fox sun", "blue moon", "green river stone"]
 CAPTURES = "s3://slmfleet-demo/captures"
@@ -79,7 +80,7 @@ def ask_every_route(spec: FleetSpec, base_url: str) -> list[tuple[str, str, str,
     fails is a row saying why (the demo goes on, and so does the fleet)."""
     from openai import APIError, OpenAI
 
-    client = OpenAI(base_url=base_url, api_key="not-needed")
+    client = OpenAI(base_url=base_url, api_key=internal_key())
     rows = []
     for route in spec.routes:
         if route.name in tool_routes(spec):
@@ -106,7 +107,7 @@ def agent_turn(base_url: str, route: str) -> list[str]:
 
     from serving.local.demo_assets import DEMO_REQUEST, run_demo_tool
 
-    client = OpenAI(base_url=base_url, api_key="not-needed")
+    client = OpenAI(base_url=base_url, api_key=internal_key())
     messages, tools = list(DEMO_REQUEST["messages"]), DEMO_REQUEST["tools"]
     lines = [f"user -> {route}: {messages[0]['content']!r}   (tools: "
              f"{', '.join(t['function']['name'] for t in tools)})"]
@@ -128,12 +129,12 @@ def ask_with_pii(base_url: str, route: str) -> None:
     """One request with an e-mail address, a phone and a card number in it: its record shows them redacted."""
     from openai import OpenAI
 
-    OpenAI(base_url=base_url, api_key="not-needed").chat.completions.create(
+    OpenAI(base_url=base_url, api_key=internal_key()).chat.completions.create(
         model=route, messages=[{"role": "user", "content": PII_PROMPT}], max_tokens=8, temperature=0)
 
 
 def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, metrics_port: int | None = None,
-             **rollout_options) -> int:
+             keys_file: str | None = None, **rollout_options) -> int:
     from serving.api.documents import load_fleet_file
     from serving.local.s3 import CREDENTIALS, local_s3
     from serving.local.serve import serve_until_stopped
@@ -169,10 +170,14 @@ def run_demo(*, fleet: str, assets: str, host: str, port: int, num_cpus: int, me
                   f"  export AWS_ENDPOINT_URL={s3_url} {' '.join(f'{k}={v}' for k, v in CREDENTIALS.items())} "
                   f"{SECRET_ENV}={os.environ[SECRET_ENV]}\n"
                   f"  .venv/bin/slm-fleet flywheel records {CAPTURES}/\n")
+            auth = "" if spec.open else " -H \"authorization: Bearer $KEY\""
+            if not spec.open:
+                print(f"this fleet has tenants ({', '.join(t.name for t in spec.tenants)}): the requests above used "
+                      "the fleet's own key; yours are the ones slm-fleet keys create printed (KEY below)")
             print("try it:\n"
-                  f"  curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' \\\n"
+                  f"  curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json'{auth} \\\n"
                   f"    -d '{{\"model\": \"{spec.routes[0].name}\", "
                   f"\"messages\": [{{\"role\": \"user\", \"content\": \"red fox\"}}]}}'\n")
 
         return serve_until_stopped(fleet, host=host, port=port, num_cpus=num_cpus, metrics_port=metrics_port,
-                                   on_ready=show, adjust=with_capture, **rollout_options)
+                                   on_ready=show, adjust=with_capture, keys_file=keys_file, **rollout_options)

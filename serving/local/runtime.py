@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from serving.api.fleet import FleetSpec
+from serving.api.keys import INTERNAL_KEY_ENV, key_sha256, new_key
 from serving.render.serve_config import serve_config
 
 logger = logging.getLogger("slmfleet.local")
@@ -32,11 +34,13 @@ def start_ray(*, num_cpus: int | None = None, metrics_port: int | None = None,
 
 def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 600,
            extra_apps: tuple[dict, ...] = (), overrides: dict[str, dict] | None = None,
-           canary_weights: dict[str, int] | None = None, shadowing: list[str] | tuple[str, ...] = ()) -> dict:
+           canary_weights: dict[str, int] | None = None, shadowing: list[str] | tuple[str, ...] = (),
+           keys_file: str | None = None) -> dict:
     """Deploy (or update in place) the fleet and wait until it runs; returns the Serve config used.
 
     ``canary_weights`` are the routes' canary shares and ``shadowing`` the routes whose canary shadows live
-    requests (``serving.rollouts.driver``). ``extra_apps`` are
+    requests (``serving.rollouts.driver``); ``keys_file`` is the tenants' keys file (the router rereads it when it
+    changes), and the fleet's internal key is this process's (``internal_key``). ``extra_apps`` are
     more Serve applications deployed with it, and ``overrides`` maps a fleet deployment's name to Serve
     options merged into its config (both for the benchmarks).
 
@@ -46,7 +50,9 @@ def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeou
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
-    config = serve_config(spec, host=host, port=port, canary_weights=canary_weights, shadowing=shadowing)
+    config = serve_config(spec, host=host, port=port, canary_weights=canary_weights, shadowing=shadowing,
+                          keys_file=os.path.abspath(keys_file) if keys_file else None,
+                          internal_key_sha256=key_sha256(internal_key()))
     for deployment in config["applications"][0]["deployments"]:
         deployment.update((overrides or {}).get(deployment["name"], {}))
     config["applications"] += list(extra_apps)
@@ -55,6 +61,14 @@ def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeou
     for app in config["applications"]:
         wait_running(app["name"], timeout_s=timeout_s)
     return config
+
+
+def internal_key() -> str:
+    """This process's internal key (probes, the demo's requests): from the environment, else made now and put
+    there, so every deploy and probe of the process uses the same one."""
+    if not os.environ.get(INTERNAL_KEY_ENV):
+        os.environ[INTERNAL_KEY_ENV] = new_key()
+    return os.environ[INTERNAL_KEY_ENV]
 
 
 def wait_running(app_name: str, *, timeout_s: float) -> None:

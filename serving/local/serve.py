@@ -30,21 +30,23 @@ def _raise_stop(signum, frame):
 
 
 def fleet_rollouts(spec: FleetSpec, source, *, port: int, host: str = "127.0.0.1",
-                   tick_s: float = DEFAULT_TICK_SECONDS, report=print) -> LocalRollouts:
+                   tick_s: float = DEFAULT_TICK_SECONDS, report=print, keys_file: str | None = None) -> LocalRollouts:
     """The rollouts of a fleet served on this process's Ray on ``host:port``: each decision redeployed in place."""
     return LocalRollouts(
         spec, Rollouts(source, fleet_url=f"http://127.0.0.1:{port}"), tick_s=tick_s, report=report,
         deploy=lambda spec, weights, shadowing: local_runtime.deploy(spec, host=host, port=port,
-                                                                     canary_weights=weights, shadowing=shadowing))
+                                                                     canary_weights=weights, shadowing=shadowing,
+                                                                     keys_file=keys_file))
 
 
 def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None, metrics_port: int | None = None,
                         on_ready=None, prometheus_url: str | None = None, control_port: int | None = None,
                         rollout_tick_s: float = DEFAULT_TICK_SECONDS,
-                        adjust: Callable[[FleetSpec], FleetSpec] | None = None) -> int:
+                        adjust: Callable[[FleetSpec], FleetSpec] | None = None, keys_file: str | None = None) -> int:
     """Serve the fleet in ``path``; redeploy in place when the file changes; stop on SIGINT/SIGTERM.
 
     ``adjust`` changes each spec read from the file before it is served (the demo turns capture on).
+    ``keys_file`` is the tenants' keys file (``slm-fleet keys create``); the router rereads it when it changes.
 
     A changed file that does not validate is reported and the running fleet keeps serving. Canary
     rollouts (a route's strategy.canary) are driven meanwhile, their status and commands served on
@@ -56,7 +58,10 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
     # Rollouts read the fleet's own metrics when no Prometheus is named, so Ray must export them.
     scrape_port = metrics_port or free_port()
     source = PrometheusSource(prometheus_url) if prometheus_url else ScrapeSource(f"http://127.0.0.1:{scrape_port}/metrics")
-    rollouts = fleet_rollouts(spec, source, host=host, port=port, tick_s=rollout_tick_s)
+    if keys_file is not None and not os.path.isfile(keys_file):
+        raise UserError(f"--keys {keys_file}: no such file; make it with slm-fleet keys create --tenant NAME "
+                        f"--file {keys_file}")
+    rollouts = fleet_rollouts(spec, source, host=host, port=port, tick_s=rollout_tick_s, keys_file=keys_file)
     stop = threading.Event()
     try:
         print(f"starting fleet from {path} (first start takes about a minute on CPU)...", flush=True)
@@ -71,6 +76,7 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
             except Exception as err:  # noqa: BLE001 - the greeting failed; the fleet serves on
                 print(f"(the requests made on start failed: {type(err).__name__}: {err}; the fleet keeps serving)",
                       flush=True)
+        print(tenancy_summary(spec, keys_file), flush=True)
         print(f"fleet serving at http://{host}:{port}/v1 ({len(spec.routes)} routes); "
               f"edit {path} to change routes live; Ctrl-C to stop", flush=True)
         if metrics_port:
@@ -93,6 +99,18 @@ def serve_until_stopped(path: str, *, host: str, port: int, num_cpus: int | None
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         local_runtime.shutdown()
+
+
+def tenancy_summary(spec: FleetSpec, keys_file: str | None) -> str:
+    """What the start-up log says of who may call the fleet."""
+    if spec.open:
+        extra = f" (--keys {keys_file} is not used: keys apply to tenants)" if keys_file else ""
+        return f"open fleet: no tenants declared, so every route answers anyone without a key{extra}"
+    names = ", ".join(t.name for t in spec.tenants)
+    if keys_file is None:
+        return (f"{len(spec.tenants)} tenant(s) ({names}) but no --keys file: every request needs a key, and none "
+                "is known yet (slm-fleet keys create --tenant NAME --file FILE, then serve with --keys FILE)")
+    return f"{len(spec.tenants)} tenant(s) ({names}); API keys from {keys_file} (reread when it changes)"
 
 
 def watch_fleet_file(path: str | Path, apply: Callable[[FleetSpec], object], *, interval_s: float = 2.0,

@@ -139,9 +139,10 @@ class RequestCapture:
     """
 
     def __init__(self, writer: CaptureWriter, *, route: str, policy: str, call: str, body: dict,
-                 caller_id: str | None, via: str | None = None, cls: str | None = None):
+                 caller_id: str | None, via: str | None = None, cls: str | None = None, tenant: str | None = None):
         self.writer, self.call = writer, call
-        self.fields = {"route": route, "policy": policy, "call": call, "via": via, "cls": cls, "caller": caller_id}
+        self.fields = {"route": route, "policy": policy, "call": call, "via": via, "cls": cls, "caller": caller_id,
+                       "tenant": tenant}
         """What ``record`` takes that is known when the request arrives."""
         self.request = request_part(body)
         self.by = AnsweredBy()

@@ -79,6 +79,20 @@ CATALOG = (
     Metric("slmfleet_shadow_dropped_total", "counter",
            "Live requests that were to be shadowed but were not: too many shadow copies in flight already.",
            ("route",)),
+    # Recorded by the router for tenants (a fleet with tenants); tenant is a name from the spec.
+    Metric("slmfleet_tenant_requests_total", "counter",
+           "Tenants' answered requests by route and who answered (adapter@version, base NAME, or a cascade tier).",
+           ("tenant", "route", "answered_by", "status")),
+    Metric("slmfleet_tenant_tokens_total", "counter", "Tenants' tokens by route, who answered and kind (prompt, "
+           "completion; a cascade's escalated tiers count as prompt and completion too).",
+           ("tenant", "route", "answered_by", "kind")),
+    Metric("slmfleet_tenant_cost_total", "counter", "Tenants' estimated cost (costPer1kTokens of what answered; "
+           "a cascade's every tier tried).", ("tenant", "route", "answered_by")),
+    Metric("slmfleet_tenant_refusals_total", "counter",
+           "Requests refused for a tenant: route_not_allowed, version_pin_not_allowed, requests or tokens (rate "
+           "limits), budget, limiter_unavailable.", ("tenant", "reason")),
+    Metric("slmfleet_auth_failures_total", "counter", "Requests refused 401: missing_api_key or invalid_api_key.",
+           ("reason",)),
     # Recorded by the router's capture writer.
     Metric("slmfleet_capture_records_total", "counter", "Captured records written (redacted) to the capture store.",
            ("route",)),

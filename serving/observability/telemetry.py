@@ -19,6 +19,7 @@ from opentelemetry import trace
 from starlette.responses import Response, StreamingResponse
 
 from serving.api import headers as h
+from serving.api.fields import version_label
 from serving.observability import tracing
 from serving.observability.metrics import LIVE, Recorder
 from serving.policy.routing import Target
@@ -61,6 +62,15 @@ class RequestTelemetry:
         self.input_tokens = self.output_tokens = 0
         self.capture = None
         """A ``RequestCapture`` when this request is sampled for traffic capture: fed the answer, finished here."""
+        self.answering: Target | None = None
+        self.answered_by: str | None = None
+        """Who answered, as tenants' usage names it: adapter@version, base NAME, or a cascade's tier."""
+        self.cost: float | None = None
+        self.escalated_tokens = 0
+        """A cascade's tokens (prompt and answer) on the tiers it tried before the one that answered; ``cost`` is
+        the cascade's over every tier (else it follows from the answer's usage)."""
+        self.on_finish = None
+        """Called with (this telemetry, HTTP status) once the answer is finished: a tenant's usage is settled."""
         # A client's own trace (W3C traceparent) continues through the fleet.
         self.span = tracing.tracer().start_span(
             "slmfleet.router", context=tracing.extract(headers), kind=trace.SpanKind.SERVER,
@@ -69,6 +79,10 @@ class RequestTelemetry:
 
     def target(self, target: Target) -> None:
         self.labels.update(base_model=target.base_model, adapter=target.adapter or "", version=target.version or "")
+        self.answering = target
+        if self.answered_by is None:
+            self.answered_by = (version_label(target.adapter, target.version) if target.adapter
+                                else f"base {target.base_model}")
         if self.capture is not None:
             self.capture.target(target.base_model, target.adapter, target.version)
         for key in ("base_model", "adapter", "version"):
@@ -155,6 +169,11 @@ class RequestTelemetry:
         if error_type:
             self.span.set_status(trace.Status(trace.StatusCode.ERROR, error_type))
         self.span.end()
+        if self.on_finish is not None:
+            try:
+                self.on_finish(self, status if not error_type or status >= 400 else 599)
+            except Exception:  # noqa: BLE001 - accounting never fails a request
+                logger.exception("tenancy: the usage of a request could not be settled")
         if self.capture is not None:
             try:
                 self.capture.finish(status, self.input_tokens, self.output_tokens, duration)

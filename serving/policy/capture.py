@@ -146,6 +146,7 @@ class AnsweredBy:
 def record(*, route: str, policy: str, call: str, request: dict, answer: dict, answered_by: AnsweredBy, status: int,
            input_tokens: int, output_tokens: int, latency_s: float, caller: str | None, via: str | None = None,
            cls: str | None = None, escalations: list[dict] | None = None, traffic: str = "live",
+           tenant: str | None = None,
            now: datetime | None = None, record_id: str | None = None) -> dict:
     """One capture record (schemaVersion 1, see the module doc), before redaction."""
     now = now or datetime.now(UTC)
@@ -156,7 +157,7 @@ def record(*, route: str, policy: str, call: str, request: dict, answer: dict, a
         "answeredBy": answered_by.part(), "request": request, "answer": answer, "status": status,
         "escalated": bool(escalations), "escalations": list(escalations or []),
         "tokens": {"input": input_tokens, "output": output_tokens}, "latencyMs": round(latency_s * 1000, 3),
-        "callerId": caller, "tenant": None, "redacted": False,
+        "callerId": caller, "tenant": tenant, "redacted": False,
     }
 
 

@@ -132,6 +132,12 @@ class RoutingTable:
         """Classify routes (``serving.policy.classify``): a class's target answers."""
         self.shadows: dict[str, ShadowPlan] = {}
         """Routes whose canary shadows live requests now."""
+        self.tier_costs = {name: [spec.cost_per_1k_tokens(t) for t in r.tiers] for name, r in self.cascades.items()}
+        """Cascade route -> each tier's cost of 1,000 tokens (its own, else inherited from its adapter or base)."""
+        base_costs = {b.name: b.cost_per_1k_tokens for b in spec.base_models}
+        self._costs = {a.name: base_costs[a.base_model] if a.cost_per_1k_tokens is None else a.cost_per_1k_tokens
+                       for a in spec.adapters}
+        self._base_costs = base_costs
         for route in spec.routes:
             if route.policy != "split":
                 continue
@@ -155,6 +161,12 @@ class RoutingTable:
     def names(self) -> list[str]:
         """Every route, split or cascade."""
         return sorted([*self.routes, *self.cascades, *self.classifies])
+
+    def cost_per_1k_tokens(self, target: Target) -> float:
+        """What 1,000 tokens answered by ``target`` cost (its adapter's costPer1kTokens, else its base's)."""
+        if target.adapter is not None:
+            return self._costs.get(target.adapter, 0.0)
+        return self._base_costs.get(target.base_model, 0.0)
 
     def target_of(self, ref: TargetRef) -> Target | None:
         """The fleet target an adapter or base-model reference (tier, class, default) names; None for routes

@@ -59,18 +59,25 @@ def app_args(spec: FleetSpec) -> dict:
 
 def serve_config(spec: FleetSpec, *, host: str = "0.0.0.0", port: int = 8000,
                  app_name: str = APP_NAME, route_prefix: str = "/",
-                 canary_weights: dict[str, int] | None = None, shadowing: list[str] | tuple[str, ...] = ()) -> dict:
+                 canary_weights: dict[str, int] | None = None, shadowing: list[str] | tuple[str, ...] = (),
+                 keys_file: str | None = None, internal_key_sha256: str | None = None) -> dict:
     """A Ray Serve multi-application config (``ServeDeploySchema``) for the fleet.
 
     ``canary_weights`` are the current shares of the routes' canary versions, as a rollout
     driver decided them (a route with a canary strategy that is not in it gives its canary 0%);
-    ``shadowing`` names the routes whose canary is in its shadow phase (the router copies their requests).
+    ``shadowing`` names the routes whose canary is in its shadow phase (the router copies their requests);
+    ``keys_file`` is the path of the tenants' keys file where the router runs, ``internal_key_sha256`` the hash of
+    the key the fleet's own probes use.
     """
     fleet = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     router_config = {"fleet": fleet}
     weights = {r.name: int((canary_weights or {}).get(r.name, 0)) for r in spec.routes if r.strategy is not None}
     if weights:
         router_config["canaryWeights"] = weights
+    if keys_file is not None:
+        router_config["keysFile"] = keys_file
+    if internal_key_sha256 is not None:
+        router_config["internalKeySha256"] = internal_key_sha256
     shadows = [r.name for r in spec.routes if r.name in shadowing and r.strategy is not None]
     if shadows:
         router_config["shadowing"] = shadows

@@ -129,6 +129,8 @@ class Rollouts:
     """Where the fleet answers (probes go there); None: probes cannot run and wait."""
     probe: Callable[..., ProbeResult] = run_probes
     """Runs a step's probes: (fleet_url, route, version, prompts) -> ProbeResult."""
+    api_key: str | None = None
+    """The fleet's internal key the probes authenticate with (a fleet with tenants); None: the environment's."""
     _probed: dict[str, tuple[tuple[str, int], ProbeResult]] = field(default_factory=dict)
     """Route -> ((rollout, step), the probe results of that step): only each route's current step is kept."""
 
@@ -224,7 +226,8 @@ class Rollouts:
             return None
         try:
             result = self.probe(self.fleet_url, route.name, route.strategy.canary.version,
-                                route.strategy.canary.analysis.probes.prompts)
+                                route.strategy.canary.analysis.probes.prompts,
+                                **({"api_key": self.api_key} if self.api_key else {}))
         except NotDeployedYet:
             return None  # the new routing config is still being applied: next tick
         self._probed[route.name] = (key, result)

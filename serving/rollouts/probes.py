@@ -8,11 +8,13 @@ error, which fails the rollout at once.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import httpx
 
 from serving.api import headers as h
+from serving.api.keys import INTERNAL_KEY_ENV
 from serving.api.routes import Probe
 from serving.policy.checks import format_problem, response_format_problem, tool_call_problem
 
@@ -67,10 +69,16 @@ class ProbeResult:
         return self.passed / self.total if self.total else None
 
 
-def run_probes(fleet_url: str, route: str, version: str, probes: list[Probe], *, timeout_s: float = 60) -> ProbeResult:
-    """Send every probe to ``route`` pinned to ``version``; an unreachable fleet raises httpx.HTTPError."""
+def run_probes(fleet_url: str, route: str, version: str, probes: list[Probe], *, timeout_s: float = 60,
+               api_key: str | None = None) -> ProbeResult:
+    """Send every probe to ``route`` pinned to ``version``; an unreachable fleet raises httpx.HTTPError.
+
+    They authenticate with the fleet's internal key (every route, pinned versions, no limits): ``api_key``, else
+    this process's (``SLMFLEET_INTERNAL_KEY``, which ``slm-fleet serve`` sets)."""
     result = ProbeResult()
-    with httpx.Client(base_url=fleet_url, timeout=timeout_s) as client:
+    key = api_key or os.environ.get(INTERNAL_KEY_ENV)
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    with httpx.Client(base_url=fleet_url, timeout=timeout_s, headers=auth) as client:
         for i, probe in enumerate(probes):
             path, body = probe_request(probe, route)
             resp = client.post(path, headers={h.VERSION: version}, json=body)

@@ -24,6 +24,8 @@ NAMESPACED_GRANTS = {
     *(("slmfleet.io", "modelfleets/status", v) for v in ("get", "patch")),
     *(("ray.io", "rayservices", v) for v in ("get", "list", "watch", "create", "patch")),
     *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
+    # The fleets' internal-key Secrets only: made once, then read; no list or watch of Secrets, no update.
+    *(("", "secrets", v) for v in ("get", "create")),
 }
 CLUSTER_GRANTS = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
 

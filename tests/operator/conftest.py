@@ -78,6 +78,7 @@ async def k8s():
             verbs={"get", "list", "watch", "create", "patch", "update", "delete"})
         api.resources["v1/events"] = kmock.ResourceInfo(kind="Event", namespaced=True,
                                                          verbs={"create", "patch", "get", "list"})
+        api.resources["v1/secrets"] = kmock.ResourceInfo(kind="Secret", namespaced=True, verbs={"create", "get"})
         # kopf waits for these two to be discoverable before it starts any watch, even
         # cluster-wide (where it lists neither).
         api.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs={"list", "watch"})

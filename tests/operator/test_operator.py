@@ -6,7 +6,7 @@ import kmock
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from tests.operator.conftest import FLEETS, RAYSERVICES, events, quickstart
+from tests.operator.conftest import FLEETS, RAYSERVICES, ROOT, events, quickstart
 from tests.waiting import eventually_async
 
 
@@ -204,3 +204,32 @@ async def test_deleting_the_fleet_leaves_cleanup_to_garbage_collection(operator,
     rs = await get(api, f"{RAYSERVICES}/quickstart")
     assert rs["metadata"]["ownerReferences"][0]["uid"] == fleet["metadata"]["uid"]
     assert writes(k8s, rayservice=True) == rs_writes
+
+
+async def test_a_fleet_with_tenants_gets_its_keys_mounted_and_an_internal_key_secret(operator, api, k8s):
+    import base64
+
+    from serving.api.keys import key_sha256
+
+    doc = yaml.safe_load((ROOT / "manifests/examples/tenants.yaml").read_text())
+    doc["metadata"] = {"name": "teams", "namespace": "default"}
+    doc["spec"]["tenancy"] = {"keysSecret": {"name": "team-keys", "key": "keys.yaml"}}
+    resp = await api.post(FLEETS, json=doc)
+    assert resp.status_code in (200, 201), resp.text
+    fleet = await eventually_async(lambda: reconciled(api, "teams"))
+    secret = await get(api, "/api/v1/namespaces/default/secrets/teams-slmfleet-internal")
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == fleet["metadata"]["uid"]
+    key = base64.b64decode(secret["data"]["key"]).decode()
+    rs = await get(api, f"{RAYSERVICES}/teams")
+    router = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["deployments"][0]["user_config"]
+    assert router["keysFile"] == "/etc/slmfleet/keys/keys.yaml"
+    assert router["internalKeySha256"] == key_sha256(key) and key not in rs["spec"]["serveConfigV2"]
+    head = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    assert head["volumes"] == [{"name": "slmfleet-keys", "secret": {"secretName": "team-keys", "items": [
+        {"key": "keys.yaml", "path": "keys.yaml"}]}}]
+    assert head["containers"][0]["volumeMounts"][0]["mountPath"] == "/etc/slmfleet/keys"
+    # The open quickstart fleet has neither.
+    await create_and_settle(api)
+    open_rs = await get(api, f"{RAYSERVICES}/quickstart")
+    assert "keysFile" not in open_rs["spec"]["serveConfigV2"] and "internalKeySha256" not in \
+        open_rs["spec"]["serveConfigV2"]

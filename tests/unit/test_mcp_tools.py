@@ -16,7 +16,7 @@ from serving.local.ports import free_port
 from tests.waiting import eventually_async
 
 
-async def fake_answer(route: str, arguments: dict) -> dict:
+async def fake_answer(route: str, arguments: dict, http_request=None) -> dict:
     """The router's chat call, faked: echoes what it was given, fails on request."""
     text = arguments.get("prompt") or " | ".join(f"{m['role']}: {m['content']}" for m in arguments["messages"])
     if text == "unknown version":

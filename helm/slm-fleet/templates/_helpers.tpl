@@ -81,6 +81,11 @@ and posts Events about fleets. A RayService is deleted with its fleet by garbage
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- /* Only the fleets' internal-key Secrets (<fleet>-slmfleet-internal, made and read by the operator). The
+tenants' keys Secret is mounted into the Ray pods by name and never read by the operator. */}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
 {{- end }}
 
 {{/* kopf lists and watches CRDs to find the resources its handlers name. Cluster-scoped. */}}
