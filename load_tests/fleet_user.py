@@ -9,6 +9,7 @@ reported again under its own name (``chat-stream-ttft:shout``).
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import time
 from collections.abc import Mapping
@@ -32,6 +33,11 @@ class FleetUser(HttpUser):
 
     abstract = True
     wait_time = constant(0)
+
+    def on_start(self):
+        key = os.environ.get("SLMFLEET_API_KEY")
+        if key:  # a fleet with tenants: every request carries the tenant's key
+            self.client.headers["Authorization"] = f"Bearer {key}"
 
     def user_rng(self, settings: Settings) -> random.Random:
         """This user's random source: user n of a run with SLMFLEET_SEED=s uses seed s + n."""

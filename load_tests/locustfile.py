@@ -16,6 +16,7 @@ Environment variables, all optional; an invalid one stops the run before any req
   SLMFLEET_PROMPT_WORDS  words per prompt, min:max, drawn uniformly         3:12
   SLMFLEET_MAX_TOKENS    max_tokens of every request                        16
   SLMFLEET_SEED          seed of the random choices (user n: seed + n)      unseeded
+  SLMFLEET_API_KEY       a tenant's API key (a fleet with tenants)          none
 
 Requests are reported by kind and route: ``chat:shout``, ``chat-stream:shout``, ``completion:json``,
 ``completion-stream:json``, each timed to its last byte. Rows of type TTFT (``chat-stream-ttft:shout``)
@@ -58,7 +59,9 @@ def _fleet_routes(host: str | None) -> tuple[str, ...]:
     if not host:
         raise SettingsError("no --host: pass the fleet's URL, e.g. --host http://127.0.0.1:8000")
     try:
-        resp = requests.get(f"{host.rstrip('/')}/v1/models", timeout=10)
+        key = os.environ.get("SLMFLEET_API_KEY")
+        resp = requests.get(f"{host.rstrip('/')}/v1/models", timeout=10,
+                            headers={"Authorization": f"Bearer {key}"} if key else {})
         resp.raise_for_status()
         found = tuple(m["id"] for m in resp.json()["data"])
     except (requests.RequestException, ValueError, KeyError, TypeError) as err:
@@ -71,6 +74,7 @@ def _fleet_routes(host: str | None) -> tuple[str, ...]:
 
 class OpenAIUser(FleetUser):
     def on_start(self):
+        super().on_start()
         self.rng = self.user_rng(settings)
         self.picker = RoutePicker(routes, mix=settings.route_mix, zipf_s=settings.zipf_s, rng=self.rng)
 

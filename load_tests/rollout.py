@@ -19,6 +19,7 @@ from workload import RoutePicker, plan_request
 
 class RolloutUser(FleetUser):
     def on_start(self):
+        super().on_start()
         self.rng = self.user_rng(locustfile.settings)
         self.picker = RoutePicker(locustfile.routes, mix=locustfile.settings.route_mix,
                                   zipf_s=locustfile.settings.zipf_s, rng=self.rng)

@@ -160,6 +160,7 @@ def _report(environment, **_):
 
 class TargetsChangeUser(FleetUser):
     def on_start(self):
+        super().on_start()
         self.rng = self.user_rng(scenario.settings.workload)
 
     @task

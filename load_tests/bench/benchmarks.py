@@ -304,5 +304,13 @@ def flywheel(stack) -> dict:
     return run(stack)
 
 
+def faults(stack) -> dict:
+    """Engine and replica kills, an S3 outage, and the limiter's cost (load_tests/bench/faults.py)."""
+    from load_tests.bench.faults import faults as run
+
+    return run(stack)
+
+
 STACK_BENCHMARKS = {"router_overhead": router_overhead, "multi_adapter": multi_adapter, "cold_load": cold_load,
-                    "affinity": affinity, "cascade": cascade, "agents": agents, "flywheel": flywheel}
+                    "affinity": affinity, "cascade": cascade, "agents": agents, "flywheel": flywheel,
+                    "faults": faults}

@@ -16,6 +16,7 @@ import itertools
 import os
 from pathlib import Path
 
+from load_tests.tcp_proxy import TCPProxy
 from serving.adapters.store import AdapterStore
 from serving.api.fleet import parse_fleet
 from serving.local import runtime as local_runtime
@@ -54,8 +55,10 @@ DIRECT_APP = {"name": "direct", "route_prefix": "/direct", "import_path": "load_
 
 
 class Stack:
-    def __init__(self, url: str, spec_data: dict, metrics_url: str):
+    def __init__(self, url: str, spec_data: dict, metrics_url: str, s3_proxy=None):
         self.url, self.spec_data, self.metrics_url = url, spec_data, metrics_url
+        self.s3_proxy = s3_proxy
+        """The TCP proxy the fleet reaches S3 through (the faults benchmark takes S3 away with it)."""
         self.direct_url = f"{url}/direct"
 
     def redeploy(self, spec_data: dict) -> None:
@@ -105,13 +108,17 @@ def _stage(assets: dict) -> None:
 def running_stack(port: int = 8700, metrics_port: int = 8701, num_cpus: int = 4):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     assets = ensure_assets(ROOT / ".demo" / "assets")
-    with local_s3():
+    with local_s3() as s3_url:
+        proxy = TCPProxy(int(s3_url.rsplit(":", 1)[1]))
+        os.environ["AWS_ENDPOINT_URL"] = proxy.url  # before Ray starts: its workers inherit it
         _stage(assets)
         local_runtime.start_ray(num_cpus=num_cpus, metrics_port=metrics_port, metrics_report_interval_ms=500)
         try:
             print("starting the bench fleet (about a minute on CPU)...", flush=True)
-            stack = Stack(f"http://127.0.0.1:{port}", bench_fleet(), f"http://127.0.0.1:{metrics_port}/metrics")
+            stack = Stack(f"http://127.0.0.1:{port}", bench_fleet(), f"http://127.0.0.1:{metrics_port}/metrics",
+                          proxy)
             stack.redeploy(stack.spec_data)
             yield stack
         finally:
             local_runtime.shutdown()
+            proxy.close()

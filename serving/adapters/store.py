@@ -72,12 +72,23 @@ def _join(bucket: str, *parts: str) -> str:
     return "s3://" + "/".join([bucket, *[p.strip("/") for p in parts if p.strip("/")]])
 
 
+S3_CONNECT_TIMEOUT_S = 3
+S3_READ_TIMEOUT_S = 10
+S3_ATTEMPTS = 2
+"""An S3 call that gets no connection or no bytes fails after about 2 x (3 or 10) s, not boto3's default of
+minutes (60 s timeouts, retried): a cold adapter load during an S3 outage answers 503 soon, and a blackholed
+store never hangs a request (or the capture writer, or the limiter's snapshots)."""
+
+
 def s3_client():
     """A boto3 S3 client from the standard AWS environment (AWS_ENDPOINT_URL for S3-compatible stores)."""
     import boto3
+    from botocore.config import Config
 
     # Without a region boto3 refuses to sign; S3-compatible stores ignore the value.
-    return boto3.client("s3", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    return boto3.client("s3", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), config=Config(
+        connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=S3_READ_TIMEOUT_S,
+        retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"}))
 
 
 class AdapterStore:
@@ -189,10 +200,12 @@ class AdapterStore:
         """The adapter_config.json under ``source``, parsed; errors say what is missing where."""
         bucket, prefix = parse_s3_uri(source)
         key = f"{prefix}/{CONFIG_NAME}" if prefix else CONFIG_NAME
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except BotoCoreError as err:  # no connection, a timeout: the store is unreachable
+            raise AdapterStoreError(f"reading {source}/{CONFIG_NAME}: S3 unreachable: {err}") from None
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NoSuchBucket"):

@@ -22,7 +22,16 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from serving.api.capture import CaptureSpec
-from serving.api.fields import NAME_PATTERN, SHA256_PATTERN, VERSION_PATTERN, SpecModel, parse_s3_uri, version_label
+from serving.api.fields import (
+    DURATION_PATTERN,
+    NAME_PATTERN,
+    SHA256_PATTERN,
+    VERSION_PATTERN,
+    SpecModel,
+    duration_seconds,
+    parse_s3_uri,
+    version_label,
+)
 from serving.api.problems import FleetProblems, FleetSpecError, Problem, problems_from_validation_error
 from serving.api.routes import CascadeTier, RouteSpec, TargetRef, TierChecks
 from serving.api.tenants import ALL_ROUTES, TenancySettings, TenantSpec
@@ -202,6 +211,13 @@ class Autoscaling(SpecModel):
     target_ongoing_requests: float = Field(
         16, gt=0, description="Ongoing requests per replica that autoscaling aims for."
     )
+    max_ongoing_requests: int | None = Field(
+        None, ge=1, description="Requests one replica takes at once (Ray Serve max_ongoing_requests); more wait "
+        "in each router's queue for the base. Default: 4 x targetOngoingRequests.")
+    max_queued_requests: int = Field(
+        256, ge=1, description="Requests that may wait for a replica of this base in each router replica's queue "
+        "(Ray Serve max_queued_requests); beyond it, when every replica is busy, the fleet answers 503 overloaded "
+        "with Retry-After instead of queueing without bound.")
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
@@ -209,7 +225,14 @@ class Autoscaling(SpecModel):
             raise ValueError(
                 f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
             )
+        if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.target_ongoing_requests:
+            raise ValueError(f"maxOngoingRequests ({self.max_ongoing_requests}) must be >= targetOngoingRequests "
+                             f"({self.target_ongoing_requests:g}), or autoscaling could never reach its target")
         return self
+
+    @property
+    def ongoing_bound(self) -> int:
+        return self.max_ongoing_requests or max(1, int(4 * self.target_ongoing_requests))
 
 
 class BaseModelSpec(SpecModel):
@@ -290,6 +313,10 @@ class FleetSpec(SpecModel):
                                         "flywheel; off unless set.")
     max_request_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body the router "
                                    "accepts, in bytes (default 10 MiB); a larger one is answered 413.")
+    request_timeout: str = Field("120s", pattern=DURATION_PATTERN, description="Deadline of a request in the "
+                                 "router, from arrival to its last byte (e.g. 30s, 5m); a client may shorten it "
+                                 "with the X-SLMFleet-Timeout header (seconds). Past it: 504 deadline_exceeded (a "
+                                 "stream ends with an error event), and the generation is aborted on the engine.")
     tenants: list[TenantSpec] = Field(default_factory=list, description="Who may call the fleet: each tenant's "
                                       "routes and limits. None declared: an open fleet, every route to anyone "
                                       "without a key.")
@@ -305,6 +332,10 @@ class FleetSpec(SpecModel):
 
     def base(self, name: str) -> BaseModelSpec:
         return next(b for b in self.base_models if b.name == name)
+
+    @property
+    def request_timeout_seconds(self) -> int:
+        return duration_seconds(self.request_timeout)
 
     @property
     def open(self) -> bool:

@@ -87,6 +87,9 @@ class FleetAdapterLoader(AdapterLoaderBase):
             logger.error("adapter load failed: adapter=%s version=%s source=%s cause=%s",
                          adapter, version, source, err.cause)
             raise
+        except Exception as err:  # noqa: BLE001 - whatever broke a cold load, it is this version's 503, named
+            logger.exception("adapter load failed: adapter=%s version=%s source=%s", adapter, version, source)
+            raise AdapterUnavailable(adapter, version, f"{type(err).__name__}: {err}") from None
         logger.info("adapter loaded: adapter=%s version=%s source=%s in %.2fs",
                     adapter, version, source, time.monotonic() - started)
         return local

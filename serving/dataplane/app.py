@@ -35,17 +35,23 @@ def build_app(args: dict) -> Application:
         )
         for base in bases
     }
+    return router_app(handles)
+
+
+def router_app(handles: dict | None, router_cls: type = FleetRouter, name: str = ROUTER_DEPLOYMENT) -> Application:
+    """The fleet router in front of ``handles`` (base model -> its bound deployment); ``router_cls`` may find its
+    handles itself (``handles`` None), e.g. a second router over another application's base deployments."""
     app = ingress_app()
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(VLLMValidationError, client_error)
     app.add_middleware(RequestGuard)
     app.add_middleware(Authenticate)  # added last, so it runs first: no body is read for a request without a key
     router = serve.deployment(
-        make_fastapi_ingress(FleetRouter, endpoint_map=ENDPOINTS, app=app),
-        name=ROUTER_DEPLOYMENT,
+        make_fastapi_ingress(router_cls, endpoint_map=ENDPOINTS, app=app),
+        name=name,
         # The router only resolves and forwards: many requests share one replica, and it needs
         # no CPU reservation (on KubeRay it runs on the head, which takes no engine replicas).
         max_ongoing_requests=1000,
         ray_actor_options={"num_cpus": 0},
     )
-    return router.bind(llm_deployments=handles)
+    return router.bind() if handles is None else router.bind(llm_deployments=handles)

@@ -7,6 +7,7 @@ it. Everything else (multiplexed routing, LRU residency, the vLLM engine) is Ray
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -24,6 +25,7 @@ from serving.observability.metrics import Recorder
 # Under "ray.serve" so that lines carry the replica context and reach the replica log files.
 logger = logging.getLogger("ray.serve").getChild("slmfleet.engine")
 _DISPATCHED_AT = h.DISPATCHED_AT.lower()  # Ray Serve LLM forwards the headers with lower-case names
+_DEADLINE = h.DEADLINE.lower()
 
 
 class FleetLLMServer(EngineServerBase):
@@ -80,7 +82,10 @@ class FleetLLMServer(EngineServerBase):
             span.set_status(trace.Status(trace.StatusCode.ERROR, type(err).__name__))
             span.end()
             raise
-        return _traced_engine_call(stream, span, request.model)
+        deadline = headers.get(_DEADLINE)
+        return _traced_engine_call(stream, span, request.model, lambda: self.metrics.inc(
+            "slmfleet_engine_cancelled_total", base_model=self.base.name),
+            deadline=float(deadline) if deadline else None)
 
     def reconfigure(self, user_config: dict) -> None:
         """Replace the adapter catalog; Ray Serve calls this on every user_config change."""
@@ -92,13 +97,30 @@ class FleetLLMServer(EngineServerBase):
         return {"pid": os.getpid(), "startedAt": self._started_at, "catalog": sorted(self.catalog)}
 
 
-async def _traced_engine_call(stream, parent: trace.Span, model_id: str):
-    """The engine's output stream inside an ``slmfleet.engine`` span, child of the replica's span."""
+async def _traced_engine_call(stream, parent: trace.Span, model_id: str, cancelled=lambda: None, *,
+                              deadline: float | None = None):
+    """The engine's output stream inside an ``slmfleet.engine`` span, child of the replica's span.
+
+    A stream stopped before its end is counted by ``cancelled``: closed by its caller (the client went away: Ray
+    Serve cancels the call), or past the request's ``deadline`` (wall-clock seconds, from the router), where it
+    raises TimeoutError. Either way vLLM's generator is cancelled, which aborts the generation."""
     span = tracing.tracer().start_span("slmfleet.engine", context=trace.set_span_in_context(parent),
                                        attributes={"slmfleet.model_id": model_id})
+    iterator = stream.__aiter__()
     try:
-        async for item in stream:
+        while True:
+            try:
+                if deadline is None:
+                    item = await iterator.__anext__()
+                else:
+                    item = await asyncio.wait_for(iterator.__anext__(), max(0.0, deadline - time.time()))
+            except StopAsyncIteration:
+                return
             yield item
+    except (GeneratorExit, asyncio.CancelledError, TimeoutError):
+        cancelled()
+        span.set_attribute("slmfleet.cancelled", True)
+        raise
     except BaseException as err:
         span.record_exception(err)
         span.set_status(trace.Status(trace.StatusCode.ERROR, type(err).__name__))
@@ -106,3 +128,5 @@ async def _traced_engine_call(stream, parent: trace.Span, model_id: str):
     finally:
         span.end()
         parent.end()
+        if hasattr(iterator, "aclose"):
+            await iterator.aclose()  # vLLM's generator aborts the request when it is closed before its end

@@ -9,8 +9,10 @@ replaced in place by ``reconfigure``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 
 from fastapi import Request
 from pydantic import ValidationError
@@ -25,7 +27,7 @@ from serving.api.routes import TargetRef
 from serving.dataplane.auth import GATE
 from serving.dataplane.capture_config import TrafficCapture
 from serving.dataplane.cascade_runner import CascadeRunner
-from serving.dataplane.dispatch import DispatchFailed, dispatch
+from serving.dataplane.dispatch import DispatchFailed, dispatch, with_headers
 from serving.dataplane.errors import client_error, error_response, invalid_request, root_cause
 from serving.dataplane.mcp_tools import FleetMCP
 from serving.dataplane.ray_serve_llm import IngressBase, ModelCard, OpenAIHTTPException
@@ -40,7 +42,7 @@ from serving.observability.telemetry import RequestTelemetry
 from serving.policy.access import ANYONE, Refusal, route_refusal
 from serving.policy.classify import Choice, TaskClassifier, prompt_text
 from serving.policy.limits import estimate_tokens
-from serving.policy.request_checks import RequestProblem, engine_problem, grammar_problem, tools_problem
+from serving.policy.request_checks import RequestProblem, deadline, engine_problem, grammar_problem, tools_problem
 from serving.policy.routing import RoutingTable, Target, UnknownRoute, UnknownVersion
 
 logger = logging.getLogger("ray.serve").getChild("slmfleet.router")
@@ -204,10 +206,32 @@ class FleetRouter(IngressBase):
         if refusal is not None:
             self._gate.refused(caller, refusal.code)
             return refusal_response(refusal)
+        seconds = deadline(request.headers.get(h.TIMEOUT), self.table.request_timeout_s)
+        if isinstance(seconds, RequestProblem):
+            return error_response(400, seconds.message, type="invalid_request_error", param=seconds.param,
+                                  code="invalid_header")
         admission = await self._gate.admit(caller, route, estimate_tokens(request_chars(body), max_tokens_of(body)))
         if isinstance(admission, Refusal):
             return refusal_response(admission)
-        return await self._answer(body, request, call_method, admission=admission)
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + seconds
+        # The replica stops the generation by the same time: cancelling the call here would not reach it (Ray
+        # Serve cancels a replica's call only when its own caller, the HTTP proxy, cancels).
+        request = with_headers(request, {h.DEADLINE: f"{time.time() + seconds:.3f}"})
+        try:
+            # Past the deadline the answer is cancelled, and with it the request on the engine (Ray Serve cancels
+            # the replica's call, which aborts the generation).
+            async with asyncio.timeout(seconds):
+                response = await self._answer(body, request, call_method, admission=admission)
+        except TimeoutError:
+            self._gate.settle(admission, status=504, answered_by="", prompt_tokens=0, completion_tokens=0, cost=0)
+            logger.warning("route %s: no answer within its deadline of %g s", route, seconds)
+            return error_response(504, f"route '{route}' gave no answer within the request's deadline of {seconds:g} s "
+                                  "(the fleet's requestTimeout, or X-SLMFleet-Timeout); the generation was stopped",
+                                  type="timeout", code="deadline_exceeded")
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = _until(response.body_iterator, ends, route)
+        return response
 
     async def _answer(self, body, request: Request, call_method: str, *, admission: Admission | None = None,
                       chosen: Target | None = None, via: str | None = None, cls: str | None = None) -> Response:
@@ -352,6 +376,28 @@ class _ASGIAnswer(Response):
 
     async def __call__(self, scope, receive, send) -> None:
         await self.app(self.request.scope, self.request.receive, send)
+
+
+async def _until(chunks, ends: float, route: str):
+    """A stream's chunks until the request's deadline (loop time ``ends``); then an SSE error event ends it, and the
+    stream below is closed (which cancels the generation)."""
+    loop = asyncio.get_running_loop()
+    iterator = chunks.__aiter__()
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(iterator.__anext__(), max(0.0, ends - loop.time()))
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                error = {"message": f"route '{route}' did not finish within the request's deadline; the generation "
+                                    "was stopped", "type": "timeout", "param": None, "code": "deadline_exceeded"}
+                yield f"data: {json.dumps({'error': error})}\n\n"
+                return
+            yield chunk
+    finally:
+        if hasattr(iterator, "aclose"):
+            await iterator.aclose()
 
 
 async def _responses_events(chat_stream, translator: StreamTranslator):

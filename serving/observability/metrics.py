@@ -79,6 +79,9 @@ CATALOG = (
     Metric("slmfleet_shadow_dropped_total", "counter",
            "Live requests that were to be shadowed but were not: too many shadow copies in flight already.",
            ("route",)),
+    Metric("slmfleet_dispatch_retries_total", "counter",
+           "Requests sent to a base once more because the engine or replica they went to was gone before it "
+           "answered (at most once per request).", ("base_model",)),
     # Recorded by the router for tenants (a fleet with tenants); tenant is a name from the spec.
     Metric("slmfleet_tenant_requests_total", "counter",
            "Tenants' answered requests by route and who answered (adapter@version, base NAME, or a cascade tier).",
@@ -111,6 +114,10 @@ CATALOG = (
     Metric("slmfleet_adapter_evictions_total", "counter",
            "Adapter versions evicted from a replica to make room (least recently used).",
            ADAPTER, recorded_by="engine"),
+    Metric("slmfleet_engine_cancelled_total", "counter",
+           "Requests a replica stopped before they finished because their caller went away (a client that "
+           "disconnected, a deadline that passed); their generation is aborted in the engine.", ("base_model",),
+           recorded_by="engine"),
     Metric("slmfleet_adapters_resident", "gauge", "Adapter versions loaded on the replica.", ("base_model",),
            recorded_by="engine"),
 )

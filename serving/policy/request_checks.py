@@ -85,3 +85,18 @@ def grammar_problem(message: str, body: dict) -> RequestProblem | None:
     detail = message.split("Grammar error:", 1)[-1].strip()
     return RequestProblem(param, f"{what} cannot be compiled into a decoding grammar: {detail}; "
                                  "simplify that part of the schema")
+
+
+def deadline(header: str | None, fleet_timeout_s: float) -> float | RequestProblem:
+    """A request's deadline in seconds: the fleet's requestTimeout, or the shorter one the client's
+    X-SLMFleet-Timeout header asks for (a number of seconds)."""
+    if header is None or not header.strip():
+        return float(fleet_timeout_s)
+    try:
+        seconds = float(header)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        return RequestProblem("X-SLMFleet-Timeout", f"the X-SLMFleet-Timeout header must be a number of seconds "
+                              f"above 0 (e.g. 5 or 2.5), not {header[:40]!r}")
+    return min(seconds, float(fleet_timeout_s))

@@ -125,6 +125,7 @@ class RoutingTable:
         self.engines = {b.name: b.engine for b in spec.base_models}
         """Base model -> its engine settings (whether it can answer tool calls)."""
         self.descriptions = {r.name: r.description for r in spec.routes}
+        self.request_timeout_s = spec.request_timeout_seconds
         self.routes: dict[str, tuple[Target, ...]] = {}
         self.cascades: dict[str, RouteSpec] = {r.name: r for r in spec.routes if r.policy == "cascade"}
         """Cascade routes (``serving.policy.cascade``): answered by tiers, not by weighted targets."""

@@ -86,6 +86,8 @@ def serve_config(spec: FleetSpec, *, host: str = "0.0.0.0", port: int = 8000,
         deployments.append({
             "name": base_deployment_name(base.name),
             "autoscaling_config": autoscaling_config(base),
+            "max_ongoing_requests": base.autoscaling.ongoing_bound,
+            "max_queued_requests": base.autoscaling.max_queued_requests,
             "user_config": {"adapters": adapter_catalog(spec, base.name)},
         })
     return {

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import yaml
 
+from load_tests.tcp_proxy import TCPProxy
 from serving.adapters.store import AdapterStore
 from serving.api.documents import load_fleet_file
 from serving.api.fleet import parse_fleet
@@ -84,9 +85,21 @@ class Fleet:
 
 
 @pytest.fixture(scope="session")
-def s3():
+def s3_proxy():
+    """The local S3 behind a TCP proxy the fleet talks through, so a test can take S3 away (drop or blackhole its
+    connections) and give it back without emptying it."""
     with local_s3(buckets=(BUCKET,)) as url:
-        yield url
+        proxy = TCPProxy(int(url.rsplit(":", 1)[1]))
+        os.environ["AWS_ENDPOINT_URL"] = proxy.url  # before Ray starts: its workers inherit it
+        try:
+            yield proxy
+        finally:
+            proxy.close()
+
+
+@pytest.fixture(scope="session")
+def s3(s3_proxy):
+    return s3_proxy.url
 
 
 @pytest.fixture(scope="session")

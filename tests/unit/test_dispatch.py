@@ -4,6 +4,7 @@ being replaced), never a 500; the engine's own refusals pass through; the unexpe
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from fastapi import Request
@@ -67,3 +68,69 @@ def test_other_failures_keep_their_meaning():
     assert (refused.status, refused.engine) == (400, True)
     bug = failed(KeyError("x"))
     assert (bug.status, bug.type) == (500, "internal_error")
+
+
+class FlakyIngress:
+    """Fails the first ``failures`` sends with ``error``, then answers."""
+
+    base_deployments = {"tiny-llama": object()}
+
+    def __init__(self, error: BaseException, failures: int, answer=None):
+        self.error, self.failures, self.sent = error, failures, 0
+        self.answer = answer
+
+    async def send(self, body, call_method, raw_request):
+        self.sent += 1
+        if self.sent <= self.failures:
+            raise self.error
+        from starlette.responses import JSONResponse
+
+        return self.answer or JSONResponse({"ok": True})
+
+
+def _dispatch(ingress, recorder):
+    request = Request({"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []})
+    return asyncio.run(dispatch(ingress, Target("tiny-llama", "shout", "v1"), object(), "chat", request,
+                                telemetry(recorder)))
+
+
+@pytest.mark.parametrize("error", [ActorDiedError(), _in_ray_task(EngineDeadError())], ids=["replica", "engine"])
+def test_a_request_its_replica_failed_is_sent_once_more_and_counted(error):
+    recorder = FakeRecorder()
+    ingress = FlakyIngress(error, failures=1)
+    assert _dispatch(ingress, recorder).status_code == 200 and ingress.sent == 2
+    assert recorder.get("slmfleet_dispatch_retries_total", base_model="tiny-llama") == 1
+    twice = FlakyIngress(error, failures=2)  # bounded: once
+    with pytest.raises(DispatchFailed) as info:
+        _dispatch(twice, FakeRecorder())
+    assert twice.sent == 2 and info.value.type == "engine_unavailable"
+
+
+def test_a_request_the_engine_refused_is_not_sent_again():
+    ingress = FlakyIngress(OpenAIHTTPException(400, "prompt too long", type="BadRequestError"), failures=1)
+    with pytest.raises(DispatchFailed):
+        _dispatch(ingress, FakeRecorder())
+    assert ingress.sent == 1
+
+
+def test_a_full_queue_is_a_503_overloaded_to_retry_soon():
+    from ray.serve.exceptions import BackPressureError
+
+    err = failed(_in_ray_task(BackPressureError(num_queued_requests=8, max_queued_requests=8)))
+    assert (err.status, err.type, err.retry_after) == (503, "overloaded", 1) and "8 request(s) wait" in err.message
+
+
+def test_a_stream_cut_after_it_started_ends_with_an_sse_error_event():
+    from serving.dataplane.dispatch import error_events
+
+    async def cut():
+        yield 'data: {"choices": [{"text": "RED"}]}\n\n'
+        raise ActorDiedError()
+
+    async def read():
+        return [chunk async for chunk in error_events(cut())]
+
+    chunks = asyncio.run(read())
+    assert chunks[0].startswith('data: {"choices"')
+    event = json.loads(chunks[1].removeprefix("data: "))
+    assert event["error"]["type"] == "engine_unavailable" and event["error"]["code"] == 503
