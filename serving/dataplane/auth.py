@@ -8,8 +8,7 @@ process, which this middleware, in the same replica process, reads.
 
 from __future__ import annotations
 
-import json
-
+from serving.dataplane.errors import refusal_response
 from serving.dataplane.tenancy import CALLER, TenantGate
 from serving.policy.access import Refusal
 
@@ -37,19 +36,6 @@ class Authenticate:
                               if k.lower() == b"authorization"), None)
         caller = gate.identify(authorization)
         if isinstance(caller, Refusal):
-            return await answer_refusal(send, caller)
+            return await refusal_response(caller)(scope, receive, send)
         scope.setdefault("state", {})[CALLER] = caller
         await self.app(scope, receive, send)
-
-
-async def answer_refusal(send, refusal: Refusal) -> None:
-    """A refusal as an OpenAI-style error; 401s say how to authenticate (WWW-Authenticate)."""
-    payload = json.dumps({"error": {"message": refusal.message, "type": refusal.type, "param": None,
-                                    "code": refusal.code}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    if refusal.status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="slm-fleet"'))
-    if refusal.retry_after is not None:
-        headers.append((b"retry-after", str(refusal.retry_after).encode()))
-    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})

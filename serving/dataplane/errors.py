@@ -14,6 +14,16 @@ def error_response(status: int, message: str, *, type: str, code: str | None = N
     })
 
 
+def refusal_response(refusal) -> JSONResponse:
+    """A ``serving.policy.access.Refusal`` as an OpenAI-style error; 401s say how to authenticate."""
+    response = error_response(refusal.status, refusal.message, type=refusal.type, code=refusal.code)
+    if refusal.retry_after is not None:
+        response.headers["Retry-After"] = str(refusal.retry_after)
+    if refusal.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="slm-fleet"'
+    return response
+
+
 def openai_param(loc) -> str:
     """A pydantic error location in a request body, ``('body', 'tools', 0, 'function')``, as OpenAI names
     parameters: ``tools[0].function``."""

@@ -28,7 +28,7 @@ from serving.dataplane.auth import GATE
 from serving.dataplane.capture_config import TrafficCapture
 from serving.dataplane.cascade_runner import CascadeRunner
 from serving.dataplane.dispatch import DispatchFailed, dispatch, with_headers
-from serving.dataplane.errors import client_error, error_response, invalid_request, root_cause
+from serving.dataplane.errors import client_error, error_response, invalid_request, refusal_response, root_cause
 from serving.dataplane.mcp_tools import FleetMCP
 from serving.dataplane.ray_serve_llm import IngressBase, ModelCard, OpenAIHTTPException
 from serving.dataplane.request_guard import LIMITS
@@ -417,15 +417,6 @@ def _payload_of(response: Response) -> dict | None:
         return json.loads(response.body)
     except ValueError:
         return None
-
-
-def refusal_response(refusal: Refusal) -> Response:
-    response = error_response(refusal.status, refusal.message, type=refusal.type, code=refusal.code)
-    if refusal.retry_after is not None:
-        response.headers["Retry-After"] = str(refusal.retry_after)
-    if refusal.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="slm-fleet"'
-    return response
 
 
 def request_chars(body) -> int:

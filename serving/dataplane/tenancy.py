@@ -28,7 +28,7 @@ from serving.api.fleet import FleetSpec
 from serving.api.keys import KeysFileError, parse_keys
 from serving.api.tenants import TenantSpec
 from serving.observability.metrics import Recorder
-from serving.policy.access import ANYONE, Caller, KeyRing, Refusal, identify, limit_refusal
+from serving.policy.access import ANYONE, Caller, KeyRing, Refusal, identify, limit_refusal, unreachable_refusal
 from serving.policy.limits import FleetLimits, Grant, Leases
 
 logger = logging.getLogger("ray.serve").getChild("slmfleet.tenancy")
@@ -253,17 +253,12 @@ class TenantGate:
                                       LIMITER_TIMEOUT_S)
 
     def _unreachable(self, caller: Caller, admission: Admission, err: BaseException) -> Admission | Refusal:
-        settings = self.spec.tenancy.when_limiter_unavailable
-        tenant = caller.tenant
-        closed = (tenant.budget is not None and settings.budgets == "closed") or (
-            (tenant.requests_per_minute or tenant.tokens_per_minute) and settings.rates == "closed")
+        refusal = unreachable_refusal(caller.tenant, self.spec.tenancy.when_limiter_unavailable)
         logger.warning("tenancy: limiter unreachable (%s: %s); failing %s for tenant %s", type(err).__name__, err,
-                       "closed" if closed else "open", tenant.name)
-        if closed:
+                       "closed" if refusal else "open", caller.tenant.name)
+        if refusal is not None:
             self.refused(caller, "limiter_unavailable")
-            return Refusal(503, "service_unavailable", "limiter_unavailable",
-                           f"tenant '{tenant.name}''s limits cannot be checked right now (the fleet's limiter is "
-                           "restarting); retry shortly", retry_after=2)
+            return refusal
         admission.reserved = 0
         return admission
 

@@ -12,7 +12,7 @@ import hmac
 from dataclasses import dataclass
 
 from serving.api.keys import KeyEntry, KeysFileError, key_id, key_sha256
-from serving.api.tenants import TenantSpec
+from serving.api.tenants import TenantSpec, WhenLimiterUnavailable
 
 INTERNAL = "internal"
 """The tenant name of the fleet's own traffic (probes, shadows); not a name tenants may take."""
@@ -125,6 +125,18 @@ def route_refusal(caller: Caller, route: str | None, known_routes: list[str], *,
                        f"tenant '{caller.tenant.name}' may not pin versions (the X-SLMFleet-Version header); "
                        "send the request without it, or ask the operator for pinVersions: true")
     return None
+
+
+def unreachable_refusal(tenant: TenantSpec, settings: WhenLimiterUnavailable) -> Refusal | None:
+    """What to answer for ``tenant`` while the fleet's limiter cannot be reached: None (fail open) unless one of its
+    limits fails closed (budgets by default), then a 503 limiter_unavailable."""
+    closed = (tenant.budget is not None and settings.budgets == "closed") or (
+        (tenant.requests_per_minute or tenant.tokens_per_minute) and settings.rates == "closed")
+    if not closed:
+        return None
+    return Refusal(503, "service_unavailable", "limiter_unavailable",
+                   f"tenant '{tenant.name}''s limits cannot be checked right now (the fleet's limiter is "
+                   "restarting); retry shortly", retry_after=2)
 
 
 def limit_refusal(tenant: str, refused: str, retry_after: float) -> Refusal:

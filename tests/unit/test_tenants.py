@@ -245,3 +245,15 @@ def test_usage_report_sums_per_route_and_answerer():
     assert report["totals"] == {"requests": 3, "tokens": 190, "estimatedCost": 1.54}
     assert report["usage"][1] == {"route": "shout", "answeredBy": "shout@v1", "requests": 2, "promptTokens": 30,
                                   "completionTokens": 10, "estimatedCost": 0.04}
+
+
+def test_an_unreachable_limiter_fails_budgets_closed_and_rates_open_by_default():
+    from serving.api.tenants import WhenLimiterUnavailable
+    from serving.policy.access import unreachable_refusal
+
+    default, strict = WhenLimiterUnavailable(), WhenLimiterUnavailable(rates="closed", budgets="open")
+    assert unreachable_refusal(tenant(budget={"tokens": 10}), default).code == "limiter_unavailable"
+    assert unreachable_refusal(tenant(requestsPerMinute=5), default) is None
+    assert unreachable_refusal(tenant(requestsPerMinute=5), strict).status == 503
+    assert unreachable_refusal(tenant(budget={"tokens": 10}), strict) is None
+    assert unreachable_refusal(tenant(), strict) is None
