@@ -243,7 +243,20 @@ def cmd_evaluate(args) -> int:
     from serving.api.documents import load_fleet_file
     from serving.api.fields import version_label
     from serving.flywheel import artifacts
-    from serving.flywheel.evaluation import DEFAULT_THRESHOLD, Generator, first_tier, judge, parse_answer, scores, table
+    from serving.flywheel.evaluation import (
+        DEFAULT_MAX_TASK_DROP,
+        DEFAULT_THRESHOLD,
+        Generator,
+        first_tier,
+        judge,
+        parse_answer,
+        regression_text,
+        regressions,
+        scores,
+        table,
+        task_labels,
+        task_scores,
+    )
     from serving.flywheel.training import cached_base
 
     _, evals, manifest = _dataset(args.dataset)
@@ -266,7 +279,9 @@ def cmd_evaluate(args) -> int:
     base = next(b for b in spec.base_models if b.name == base_name)
     generator = Generator(cached_base(base.source, store))
     call = "completion" if "prompt" in evals[0] else "chat"
-    results = {}
+    labels = (task_labels(artifacts.get_json(args.clusters, what="clusters.json `flywheel clusters` wrote"))
+              if args.clusters else None)
+    results, judged_by_role = {}, {}
     import tempfile
 
     contenders = [("candidate", version_label(adapter, version), source)]
@@ -280,7 +295,8 @@ def cmd_evaluate(args) -> int:
             if src is not None:
                 store.download(src, where)
             raws = generator.answers(where if src is not None else None, evals, max_new_tokens=args.max_tokens)
-        judged = [judge(ex, parse_answer(raw, call), tier.checks) for ex, raw in zip(evals, raws)]
+        judged = judged_by_role[role] = [judge(ex, parse_answer(raw, call), tier.checks)
+                                         for ex, raw in zip(evals, raws)]
         results[role] = {"label": label, "source": src, **scores(judged),
                          "passed": [i for i, (ok, _) in enumerate(judged) if ok]}
     teacher = [judge(ex, {"choices": [{"text": ex.get("completion"), "finish_reason": "stop"}]} if call != "chat"
@@ -288,18 +304,31 @@ def cmd_evaluate(args) -> int:
                for ex in evals]
     results["teacher"] = {"label": f"{route.tiers[-1].describe()} (recorded)", "source": None, **scores(teacher)}
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    max_drop = DEFAULT_MAX_TASK_DROP if args.max_task_drop is None else args.max_task_drop
+    tasks = task_scores(evals, judged_by_role, labels) if labels is not None else None
+    worse = regressions(tasks, max_drop) if tasks is not None else []
     report = {"kind": "slmfleet.evaluation", "dataset": args.dataset, "route": route_name,
               "candidate": results["candidate"], "firstTier": results["firstTier"], "teacher": results["teacher"],
               "checks": tier.checks.model_dump(by_alias=True, exclude_defaults=True), "threshold": threshold,
-              "passed": results["candidate"]["passShare"] >= threshold,
+              "tasks": tasks, "maxTaskDrop": max_drop, "regressions": worse,
+              "passed": results["candidate"]["passShare"] >= threshold and not worse,
               "candidateAdapter": adapter, "candidateVersion": version, "candidateSource": source,
               "candidateSha256": store.read_manifest(source).get("sha256")}
     to = args.to or artifacts.join(args.dataset, f"evaluation-{adapter}-{version}.json")
     artifacts.put_json(to, report)
     print(table(report))
-    verdict = "passes" if report["passed"] else "does not pass"
-    print(f"\n{args.candidate} {verdict} the threshold {threshold:g} (share passing the first tier's checks)"
-          f"\nwrote {to}")
+    share = results["candidate"]["passShare"]
+    print(f"\n{args.candidate} {'passes' if share >= threshold else 'does not pass'} the threshold {threshold:g} "
+          "(share passing the first tier's checks)")
+    if tasks is None:
+        print("not judged task by task: give --clusters (what `flywheel clusters` wrote) to refuse a candidate that "
+              "gets worse than the first tier at one of the route's tasks")
+    elif worse:
+        print(f"{args.candidate} does worse than the first tier task by task: {regression_text(args.candidate, worse)}")
+    else:
+        print(f"{args.candidate} is no worse than the first tier on any of the {len(tasks)} task(s)"
+              + (f" (by more than {max_drop:g})" if max_drop else ""))
+    print(f"wrote {to}")
     return EXIT_OK
 
 
@@ -321,7 +350,7 @@ def cmd_propose(args) -> int:
     from serving.adapters.store import AdapterStore
     from serving.api.documents import fleet_from_document
     from serving.flywheel import artifacts
-    from serving.flywheel.evaluation import DEFAULT_THRESHOLD, first_tier
+    from serving.flywheel.evaluation import DEFAULT_THRESHOLD, first_tier, regression_text
     from serving.flywheel.proposals import pick_probes, propose
 
     if (args.fleet is None) == (args.modelfleet is None):
@@ -337,6 +366,11 @@ def cmd_propose(args) -> int:
     if share < threshold:
         raise UserError(f"{args.candidate} passed the first tier's checks on {share:.0%} of the eval split, under the "
                         f"threshold {threshold:.0%}: not proposed. Train on more data (or lower --threshold)")
+    if report.get("regressions"):
+        raise UserError(f"{args.candidate} does worse than the first tier at a task the route already serves "
+                        f"({regression_text(args.candidate, report['regressions'])}): not proposed. Train on more of "
+                        "that task's accepted answers (flywheel dataset --answers accepted), or longer, and evaluate "
+                        "again")
     if args.modelfleet:
         from serving.cli.rollout_control import KubeControl
 
@@ -447,6 +481,10 @@ def add_parser(sub) -> None:
                    "adapter's declared versions)")
     e.add_argument("--threshold", type=float, help="share of the eval split passing the checks the candidate needs "
                    "(default 0.9)")
+    e.add_argument("--clusters", metavar="URI", help="the clusters.json `flywheel clusters` wrote: also judge the "
+                   "candidate task by task, and fail it where it does worse than the first tier")
+    e.add_argument("--max-task-drop", type=float, metavar="F", help="how much lower than the first tier's the "
+                   "candidate's share on one task may be (with --clusters; default 0)")
     e.add_argument("--max-tokens", type=int, default=64, help="tokens each answer may take (default 64)")
     e.add_argument("--to", metavar="DST", help="where the JSON goes (default DATASET/evaluation-A-V.json)")
     e.set_defaults(fn=cmd_evaluate)

@@ -19,6 +19,11 @@ from serving.policy.shadow import answer_key, normal_text
 
 DEFAULT_THRESHOLD = 0.9
 """Share of the eval split on which the candidate must pass the first tier's checks for propose."""
+DEFAULT_MAX_TASK_DROP = 0.0
+"""How far under the first tier the candidate may pass one task's checks: none. A specialist trained for
+one task that gets worse at another the route already served well is a regression, however well the
+task it was trained for goes (the overall share hides it: the trained task's gain outweighs it)."""
+UNCLUSTERED = "unclustered"
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,38 @@ def scores(results: list[tuple[bool, bool]]) -> dict:
             "agreement": round(sum(a for _, a in results) / n, 4) if n else 0.0}
 
 
+def task_labels(clusters_report: dict) -> dict[str, str]:
+    """recordId -> its task's name ("cluster 0: weather, city") from a clusters.json; noise is unclustered."""
+    labels = {}
+    for c in clusters_report.get("clusters", []):
+        terms = ", ".join(c.get("topTerms", [])[:3])
+        name = f"cluster {c.get('cluster')}" + (f": {terms}" if terms else "")
+        labels.update({rid: name for rid in c.get("recordIds", [])})
+    return labels
+
+
+def task_scores(examples: list[dict], judged: dict[str, list[tuple[bool, bool]]],
+                labels: dict[str, str]) -> list[dict]:
+    """Per task (cluster) of the eval split, each contender's share passing the checks; ``judged`` maps a
+    role to its results in the order of ``examples``; examples of no cluster are one "unclustered" task."""
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(labels.get(ex.get("recordId"), UNCLUSTERED), []).append(i)
+    return [{"task": task, "examples": len(rows),
+             **{role: round(sum(results[i][0] for i in rows) / len(rows), 4) for role, results in judged.items()}}
+            for task, rows in sorted(groups.items(), key=lambda kv: (kv[0] == UNCLUSTERED, kv[0]))]
+
+
+def regressions(tasks: list[dict], max_drop: float = DEFAULT_MAX_TASK_DROP) -> list[dict]:
+    """The tasks on which the candidate passes the checks more than ``max_drop`` less often than the first tier."""
+    return [t for t in tasks if t["candidate"] < t["firstTier"] - max_drop - 1e-9]
+
+
+def regression_text(candidate: str, found: list[dict]) -> str:
+    return "; ".join(f"on {t['task']} {candidate} passes {t['candidate']:.0%} of {t['examples']} eval example(s), "
+                     f"the first tier {t['firstTier']:.0%}" for t in found)
+
+
 class Generator:
     """Greedy answers of the base, alone or with one adapter at a time, on the CPU."""
 
@@ -130,4 +167,12 @@ def table(report: dict) -> str:
         r = report[role]
         rows.append((role, r["label"], f"{r['passShare']:.2f}", f"{r['agreement']:.2f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if report.get("tasks"):
+        rows = [("TASK", "EXAMPLES", "CANDIDATE PASSES", "FIRST TIER PASSES")]
+        worse = {t["task"] for t in report.get("regressions", [])}
+        rows += [(t["task"], str(t["examples"]), f"{t['candidate']:.2f}",
+                  f"{t['firstTier']:.2f}" + ("  <- worse" if t["task"] in worse else "")) for t in report["tasks"]]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines += ["", *("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)]
+    return "\n".join(lines)

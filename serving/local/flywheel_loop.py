@@ -31,6 +31,7 @@ import yaml
 
 from serving.adapters.store import AdapterStore
 from serving.api.capture import SECRET_ENV
+from serving.flywheel import artifacts
 from serving.local.demo import CAPTURE_SECRET, ensure_assets
 from serving.local.demo_assets import BASE_NAME, WORDS, tool_requests
 from serving.local.ports import free_port
@@ -254,9 +255,13 @@ def steps(step: Step, http: httpx.Client, url: str, control: str, fleet: Path, h
     # 0.7, not the default 0.9: evaluate answers without the engine's grammar (toolStrictLevel), which keeps
     # the served calls to the offered schemas, so the tiny candidate scores lower there (0.82-0.98 over runs)
     # than it serves (every held-out tool request, after).
-    step("flywheel", "evaluate", dataset, "--candidate", "assistant@v2", "--fleet", str(fleet), "--threshold", "0.7")
-    step("flywheel", "propose", str(fleet), "--candidate", "assistant@v2", "--evaluation",
-         f"{dataset}/evaluation-assistant-v2.json", "--threshold", "0.7", "--interval", "10s", "--steps", "50", "100",
+    # --clusters: judged task by task too, so a v2 that got worse at words than v1 is not proposed.
+    step("flywheel", "evaluate", dataset, "--candidate", "assistant@v2", "--fleet", str(fleet), "--threshold", "0.7",
+         "--clusters", f"{WORK}/clusters/clusters.json")
+    evaluation = f"{dataset}/evaluation-assistant-v2.json"
+    figures["evaluated_tasks"] = artifacts.get_json(evaluation, what="evaluation")["tasks"]
+    step("flywheel", "propose", str(fleet), "--candidate", "assistant@v2", "--evaluation", evaluation,
+         "--threshold", "0.7", "--interval", "10s", "--steps", "50", "100",
          # Every live request copied for 10 s. Agreement at 0.7, under the default 0.8: where the first tier answered
          # (words), the candidate must repeat its exact wording to agree, which a retrained version need not do
          # (a run agreed on 95% of 44 copies).

@@ -10,7 +10,8 @@ from serving.api.documents import fleet_from_document
 from serving.api.fleet import FleetSpec
 from serving.api.problems import UserError
 from serving.api.routes import TierChecks
-from serving.flywheel.evaluation import first_tier, judge, parse_answer, scores
+from serving.flywheel.evaluation import (first_tier, judge, parse_answer, regression_text, regressions, scores,
+                                         task_labels, task_scores)
 from serving.flywheel.proposals import probe_of, propose
 from serving.flywheel.training import TrainSettings
 from serving.local.flywheel_loop import fleet_document
@@ -174,3 +175,53 @@ def test_no_shadow_with_shadow_options_is_refused():
                                       "--no-shadow", "--shadow", "1m"])
     with pytest.raises(UserError, match="drop the --shadow"):
         _shadow_of(args)
+
+
+CLUSTERS = {"clusters": [{"cluster": 0, "topTerms": ["weather", "city", "get", "more"], "recordIds": ["t1", "t2"]},
+                         {"cluster": 1, "topTerms": [], "recordIds": ["w1", "w2", "w3"]}],
+            "noise": {"recordIds": ["n1"]}}
+
+
+def test_task_labels_name_each_cluster_by_its_top_terms():
+    assert task_labels(CLUSTERS) == {"t1": "cluster 0: weather, city, get", "t2": "cluster 0: weather, city, get",
+                                     "w1": "cluster 1", "w2": "cluster 1", "w3": "cluster 1"}
+
+
+def test_task_scores_group_the_eval_split_by_cluster():
+    examples = [{"recordId": r} for r in ("t1", "w1", "t2", "w2", "n1", "w3")]
+    judged = {"candidate": [(True, True), (True, False), (True, False), (False, False), (True, True), (True, True)],
+              "firstTier": [(False, False), (True, True), (False, False), (True, True), (False, False), (True, True)]}
+    assert task_scores(examples, judged, task_labels(CLUSTERS)) == [
+        {"task": "cluster 0: weather, city, get", "examples": 2, "candidate": 1.0, "firstTier": 0.0},
+        {"task": "cluster 1", "examples": 3, "candidate": 0.6667, "firstTier": 1.0},
+        {"task": "unclustered", "examples": 1, "candidate": 1.0, "firstTier": 0.0}]
+
+
+@pytest.mark.parametrize("candidate,first,max_drop,worse", [
+    (1.0, 1.0, 0.0, False),
+    (0.9, 1.0, 0.0, True),  # one word request in ten lost is a regression, whatever the trained task gained
+    (0.9, 1.0, 0.1, False),
+    (0.85, 1.0, 0.1, True),
+    (1.0, 0.0, 0.0, False),  # the task it was trained for
+    (0.0, 0.0, 0.0, False),
+])
+def test_a_task_regresses_when_the_candidate_passes_it_less_often(candidate, first, max_drop, worse):
+    tasks = [{"task": "cluster 1", "examples": 10, "candidate": candidate, "firstTier": first}]
+    assert bool(regressions(tasks, max_drop)) is worse
+
+
+def test_propose_refuses_a_candidate_worse_at_another_task(tmp_path, capsys):
+    from serving.cli.main import main
+
+    worse = [{"task": "cluster 1: red, fox", "examples": 12, "candidate": 0.8333, "firstTier": 1.0}]
+    report = {"candidateAdapter": "assistant", "candidateVersion": "v2", "candidate": {"passShare": 0.95},
+              "regressions": worse, "route": "assistant", "dataset": str(tmp_path)}
+    (tmp_path / "evaluation.json").write_text(json.dumps(report))
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(json.dumps(fleet_document("http://127.0.0.1:9/v1")))
+    before = fleet.read_text()
+    assert main(["flywheel", "propose", str(fleet), "--candidate", "assistant@v2", "--evaluation",
+                 str(tmp_path / "evaluation.json"), "--threshold", "0.7"]) != 0
+    err = capsys.readouterr().err
+    assert "does worse than the first tier" in err and regression_text("assistant@v2", worse) in err, err
+    assert fleet.read_text() == before  # nothing proposed
