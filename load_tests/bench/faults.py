@@ -158,8 +158,11 @@ def engine_kill(stack, *, concurrency: int = 2) -> dict:
         engine.send_signal(signal.SIGKILL)
     recovered = None
     while time.monotonic() - killed < 600:
-        ok = httpx.post(url, json=body("a0"), timeout=120).status_code == 200
-        ready = httpx.get(f"{stack.url}/readyz", timeout=60).status_code == 200
+        try:
+            ok = httpx.post(url, json=body("a0"), timeout=120).status_code == 200
+            ready = httpx.get(f"{stack.url}/readyz", timeout=60).status_code == 200
+        except httpx.HTTPError:  # counted by the load's own requests; here only "not yet"
+            ok = ready = False
         if ok and ready and set(replica_pids(base_deployment_name(BASE))) - {pid}:
             recovered = time.monotonic() - killed
             break

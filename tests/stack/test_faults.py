@@ -1,4 +1,5 @@
-"""Faults survived on the real stack: deadlines, disconnects, overload, an S3 outage.
+"""Faults survived on the real stack: deadlines, disconnects, overload, an S3 outage, a killed engine, a killed
+replica under load.
 
 The module's fleet is the test fleet plus ``plain`` (the base ``tiny-plain`` alone, whose engine and replicas the
 tests kill) and ``cold`` (an adapter version pushed but never asked for until S3 is gone). Everything is changed
@@ -9,15 +10,24 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import os
 import re
+import signal
+import threading
 import time
 
 import httpx
+import openai
 import pytest
 
+from load_tests.bench.faults import engine_processes, replica_pids
 from serving.adapters.store import AdapterStore
+from serving.render.serve_config import base_deployment_name
 from tests.stack.conftest import BUCKET
+from tests.stack.test_load import run_locust, stats
 from tests.waiting import eventually
+
+PLAIN = base_deployment_name("tiny-plain")
 
 LONG = {"max_tokens": 200, "min_tokens": 200, "temperature": 0}
 """A generation of 200 tokens whatever the model says (vLLM's min_tokens): seconds on the CPU."""
@@ -42,9 +52,13 @@ def faults(fleet, assets):
     fleet.deploy(fleet.spec_data)
 
 
-def cancelled_total(fleet) -> float:
+def counter(fleet, name: str) -> float:
     text = httpx.get(fleet.metrics_url, timeout=10).text
-    return sum(float(m) for m in re.findall(r'^ray_slmfleet_engine_cancelled_total\{[^}]*\} ([0-9.e+]+)$', text, re.M))
+    return sum(float(m) for m in re.findall(rf'^ray_{name}\{{[^}}]*\}} ([0-9.e+]+)$', text, re.M))
+
+
+def cancelled_total(fleet) -> float:
+    return counter(fleet, "slmfleet_engine_cancelled_total")
 
 
 def test_a_deadline_is_a_504_and_stops_the_generation(faults, client):
@@ -105,3 +119,68 @@ def test_an_s3_outage_keeps_resident_versions_serving_and_fails_cold_loads_fast(
         finally:
             s3_proxy.set_mode("forward")
     eventually(lambda: ask("cold").status_code == 200, timeout=60, message="no cold load after S3 came back")
+
+
+def test_a_killed_engine_is_a_503_until_its_replica_is_replaced(faults, client):
+    ask = lambda: client.post("/v1/completions", json={  # noqa: E731
+        "model": "plain", "prompt": "in: red fox\nout:", "max_tokens": 4})
+    assert ask().status_code == 200
+    [pid] = replica_pids(PLAIN)
+    sdk = openai.OpenAI(base_url=f"{faults.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    stream = iter(sdk.completions.create(model="plain", prompt="in: red fox\nout:", stream=True, max_tokens=200,
+                                         temperature=0, extra_body={"min_tokens": 200}))
+    next(stream)  # generating, then its engine dies
+    engines = engine_processes(pid)
+    assert engines, f"no vLLM engine process under replica {pid}"
+    for engine in engines:
+        engine.kill()
+    with pytest.raises(openai.APIError):  # the cut stream ends with an error event, which the SDK raises
+        for _ in stream:
+            pass
+
+    def not_ready() -> bool:
+        r = client.get("/readyz")
+        return r.status_code == 503 and "unhealthy" in r.json()["baseModels"]["tiny-plain"]
+
+    eventually(not_ready, timeout=60, message="/readyz did not name tiny-plain while its engine was dead")
+    seen = []
+
+    def replaced() -> bool:
+        r = ask()
+        seen.append(r.status_code)
+        if r.status_code == 503:
+            assert r.headers.get("retry-after") and r.json()["error"]["type"] in ("engine_unavailable", "overloaded")
+        return r.status_code == 200 and bool(set(replica_pids(PLAIN)) - {pid})
+
+    eventually(replaced, timeout=400, interval=1, message="the dead engine's replica was not replaced")
+    assert set(seen) <= {200, 503}, seen
+    assert 503 in seen  # answered, not hung, while it was down
+    eventually(lambda: client.get("/readyz").status_code == 200, timeout=60)
+
+
+def test_a_killed_replica_under_load_loses_no_request(faults, tmp_path):
+    faults.deploy(faults_spec(faults, minReplicas=2, maxReplicas=2))
+    try:
+        eventually(lambda: len(replica_pids(PLAIN)) == 2, timeout=400, interval=2,
+                   message="tiny-plain did not get its second replica")
+        with httpx.Client(base_url=faults.url, timeout=120) as c:
+            eventually(lambda: all(c.post("/v1/completions", json={"model": "plain", "prompt": "red", "max_tokens": 2})
+                                   .status_code == 200 for _ in range(4)), timeout=120)
+        retries = counter(faults, "slmfleet_dispatch_retries_total")
+        done = {}
+        load = threading.Thread(target=lambda: done.update(run=run_locust(
+            "locustfile.py", faults.url, tmp_path, seconds=30, users=4,
+            env={"SLMFLEET_ROUTES": "plain", "SLMFLEET_CHAT_RATIO": "0", "SLMFLEET_STREAM_RATIO": "0"})))
+        load.start()
+        time.sleep(10)
+        os.kill(replica_pids(PLAIN)[0], signal.SIGKILL)
+        load.join()
+        rows = stats(tmp_path)
+        assert done["run"].returncode == 0 and not any(r["failures"] for r in rows.values()), (
+            rows, done["run"].stderr[-3000:])
+        assert sum(r["requests"] for r in rows.values()) > 20, rows
+        # The requests in flight on the killed replica were sent again, once each, and counted.
+        eventually(lambda: counter(faults, "slmfleet_dispatch_retries_total") > retries, timeout=20,
+                   message="no request was retried: was any in flight on the killed replica?")
+    finally:
+        faults.deploy(faults_spec(faults))

@@ -10,8 +10,16 @@ from serving.api.documents import fleet_from_document
 from serving.api.fleet import FleetSpec
 from serving.api.problems import UserError
 from serving.api.routes import TierChecks
-from serving.flywheel.evaluation import (first_tier, judge, parse_answer, regression_text, regressions, scores,
-                                         task_labels, task_scores)
+from serving.flywheel.evaluation import (
+    first_tier,
+    judge,
+    parse_answer,
+    regression_text,
+    regressions,
+    scores,
+    task_labels,
+    task_scores,
+)
 from serving.flywheel.proposals import probe_of, propose
 from serving.flywheel.training import TrainSettings
 from serving.local.flywheel_loop import fleet_document
