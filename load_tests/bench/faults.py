@@ -120,7 +120,10 @@ def limiter(stack, *, rounds: int = 8, per_round: int = 40, concurrency: int = 4
         on += [s for status, s in results if status == 200]
         refused += sum(status != 200 for status, _ in results)
         off += [s for status, s in send_all(open_url, [body("a0")] * per_round, concurrency) if status == 200]
-    usage = httpx.get(f"{stack.url}/{SECOND_APP}/v1/fleet/usage", headers=auth, timeout=30).json()
+    answer = httpx.get(f"{stack.url}/{SECOND_APP}/v1/fleet/usage", headers=auth, timeout=30)
+    usage = answer.json() if answer.status_code == 200 else {}
+    if answer.status_code != 200:
+        print(f"usage of the tenant: HTTP {answer.status_code} {answer.text[:300]}", flush=True)
     ms = lambda xs, q: percentile([x * 1000 for x in xs], q)  # noqa: E731
     stack.redeploy(stack.spec_data)  # the fleet alone again: one router replica
     return {"limiter_requests_on": len(on), "limiter_requests_off": len(off), "limiter_refused": refused,

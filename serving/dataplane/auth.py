@@ -9,6 +9,7 @@ process, which this middleware, in the same replica process, reads.
 from __future__ import annotations
 
 from serving.dataplane.errors import refusal_response
+from serving.dataplane.request_guard import app_path
 from serving.dataplane.tenancy import CALLER, TenantGate
 from serving.policy.access import Refusal
 
@@ -30,7 +31,7 @@ class Authenticate:
 
     async def __call__(self, scope, receive, send):
         gate = self.holder.gate
-        if scope["type"] != "http" or gate is None or not is_api_path(scope["path"]):
+        if scope["type"] != "http" or gate is None or not is_api_path(app_path(scope)):
             return await self.app(scope, receive, send)
         authorization = next((v.decode("latin-1") for k, v in scope.get("headers", [])
                               if k.lower() == b"authorization"), None)

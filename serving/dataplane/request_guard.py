@@ -24,12 +24,20 @@ class Limits:
 LIMITS = Limits()
 
 
+def app_path(scope) -> str:
+    """The request's path within the app: Serve mounts an app under its route_prefix (``root_path``), which
+    Starlette keeps in ``scope["path"]``; a check of ``/v1/...`` on the full path would miss every request of an
+    app not served at ``/``."""
+    path, root = scope["path"], scope.get("root_path") or ""
+    return path[len(root):] or "/" if root and path.startswith(root) else path
+
+
 class RequestGuard:
     def __init__(self, app, limits: Limits = LIMITS):
         self.app, self.limits = app, limits
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or scope["method"] != "POST" or not app_path(scope).startswith("/v1/"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         limit = self.limits.max_bytes

@@ -103,3 +103,45 @@ def test_the_limit_is_the_fleets_max_request_bytes():
     assert parse_fleet(fleet(maxRequestBytes=65536)).max_request_bytes == 65536
     with pytest.raises(FleetSpecError, match="maxRequestBytes"):
         parse_fleet(fleet(maxRequestBytes=10))
+
+
+@pytest.mark.parametrize("path,root_path,guarded", [
+    ("/v1/completions", "", True),
+    ("/tenanted/v1/completions", "/tenanted", True),  # an app Serve mounts under a route_prefix
+    ("/tenanted/healthz", "/tenanted", False),
+    ("/v1x/completions", "", False),
+])
+def test_the_guard_and_the_key_check_see_the_path_within_the_app(path, root_path, guarded):
+    """Serve keeps the route_prefix in scope["path"]: checked on the full path, an app served under a prefix would
+    take requests without a key (the faults benchmark's second router did)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from serving.dataplane.auth import Authenticate, _Holder
+    from serving.policy.access import Refusal
+
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    holder = _Holder()
+    holder.gate = SimpleNamespace(identify=lambda authorization: Refusal(401, "invalid_request_error",
+                                                                         "invalid_api_key", "no key"))
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"not json", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": path, "root_path": root_path,
+             "headers": [(b"content-type", b"text/plain")]}
+    for middleware, status in ((Authenticate(app, holder), 401), (RequestGuard(app), 415)):
+        reached.clear(), sent.clear()
+        asyncio.run(middleware(dict(scope), receive, send))
+        if guarded:
+            assert not reached and sent[0]["status"] == status, (middleware, sent)
+        else:
+            assert reached == [path] and not sent
