@@ -166,13 +166,15 @@ def table(report: dict) -> str:
     for role in ("candidate", "firstTier", "teacher"):
         r = report[role]
         rows.append((role, r["label"], f"{r['passShare']:.2f}", f"{r['agreement']:.2f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = _aligned(rows)
     if report.get("tasks"):
-        rows = [("TASK", "EXAMPLES", "CANDIDATE PASSES", "FIRST TIER PASSES")]
         worse = {t["task"] for t in report.get("regressions", [])}
-        rows += [(t["task"], str(t["examples"]), f"{t['candidate']:.2f}",
-                  f"{t['firstTier']:.2f}" + ("  <- worse" if t["task"] in worse else "")) for t in report["tasks"]]
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines += ["", *("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)]
+        lines += ["", *_aligned([("TASK", "EXAMPLES", "CANDIDATE PASSES", "FIRST TIER PASSES")] + [
+            (t["task"], str(t["examples"]), f"{t['candidate']:.2f}",
+             f"{t['firstTier']:.2f}" + ("  <- worse" if t["task"] in worse else "")) for t in report["tasks"]])]
     return "\n".join(lines)
+
+
+def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

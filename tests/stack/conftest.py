@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from load_tests.tcp_proxy import TCPProxy
 from serving.adapters.store import AdapterStore
@@ -78,6 +79,12 @@ class Fleet:
 
     def deploy(self, spec_data: dict) -> None:
         local_runtime.deploy(parse_fleet(spec_data), port=self.port)
+
+    def counter(self, name: str, **labels: str) -> float:
+        """The sum of a fleet counter's series (Ray exports it as ray_<name>) whose labels include ``labels``."""
+        text = httpx.get(self.metrics_url, timeout=30).text
+        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+                   if s.name == f"ray_{name}" and labels.items() <= s.labels.items())
 
     @property
     def port(self) -> int:

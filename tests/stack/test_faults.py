@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import os
-import re
 import signal
 import threading
 import time
@@ -52,13 +51,8 @@ def faults(fleet, assets):
     fleet.deploy(fleet.spec_data)
 
 
-def counter(fleet, name: str) -> float:
-    text = httpx.get(fleet.metrics_url, timeout=10).text
-    return sum(float(m) for m in re.findall(rf'^ray_{name}\{{[^}}]*\}} ([0-9.e+]+)$', text, re.M))
-
-
 def cancelled_total(fleet) -> float:
-    return counter(fleet, "slmfleet_engine_cancelled_total")
+    return fleet.counter("slmfleet_engine_cancelled_total")
 
 
 def test_a_deadline_is_a_504_and_stops_the_generation(faults, client):
@@ -166,7 +160,7 @@ def test_a_killed_replica_under_load_loses_no_request(faults, tmp_path):
         with httpx.Client(base_url=faults.url, timeout=120) as c:
             eventually(lambda: all(c.post("/v1/completions", json={"model": "plain", "prompt": "red", "max_tokens": 2})
                                    .status_code == 200 for _ in range(4)), timeout=120)
-        retries = counter(faults, "slmfleet_dispatch_retries_total")
+        retries = faults.counter("slmfleet_dispatch_retries_total")
         done = {}
         load = threading.Thread(target=lambda: done.update(run=run_locust(
             "locustfile.py", faults.url, tmp_path, seconds=30, users=4,
@@ -180,7 +174,7 @@ def test_a_killed_replica_under_load_loses_no_request(faults, tmp_path):
             rows, done["run"].stderr[-3000:])
         assert sum(r["requests"] for r in rows.values()) > 20, rows
         # The requests in flight on the killed replica were sent again, once each, and counted.
-        eventually(lambda: counter(faults, "slmfleet_dispatch_retries_total") > retries, timeout=20,
+        eventually(lambda: faults.counter("slmfleet_dispatch_retries_total") > retries, timeout=20,
                    message="no request was retried: was any in flight on the killed replica?")
     finally:
         faults.deploy(faults_spec(faults))

@@ -8,9 +8,7 @@ driven by the same LocalRollouts), on the session's Ray instead of a second one.
 
 from __future__ import annotations
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from serving.local.flywheel_loop import run_loop, served_on_running_ray
 from tests.stack.conftest import ASSETS
@@ -20,12 +18,6 @@ from tests.stack.conftest import ASSETS
 def session_serving(fleet):
     yield served_on_running_ray(fleet.port, fleet.metrics_url)
     fleet.deploy(fleet.spec_data)
-
-
-def counted(metrics_text: str, name: str, **labels: str) -> float:
-    """The sum of a counter's series (Ray's ray_ name) whose labels include ``labels``."""
-    return sum(s.value for family in text_string_to_metric_families(metrics_text) for s in family.samples
-               if s.name == f"ray_{name}" and labels.items() <= s.labels.items())
 
 
 def test_the_loop_closes(session_serving, fleet, s3, tmp_path):
@@ -39,8 +31,7 @@ def test_the_loop_closes(session_serving, fleet, s3, tmp_path):
     assert any("2 cluster(s)" in line for line in lines)
     # The canary shadowed live requests before its first step: copies answered unseen, judged, labelled apart.
     assert figures["shadow"] is not None and figures["shadow"].startswith("shadow passed"), figures["shadow"]
-    metrics = httpx.get(fleet.metrics_url, timeout=30).text
     version = figures["candidate_version"]  # v2, or v3 when evaluate found v2 worse at words
-    assert counted(metrics, "slmfleet_shadow_answers_total", version=version, outcome="agree") >= 6
-    assert counted(metrics, "slmfleet_requests_total", version=version, traffic="shadow") >= 10
-    assert counted(metrics, "slmfleet_requests_total", version=version, traffic="live") > 0
+    assert fleet.counter("slmfleet_shadow_answers_total", version=version, outcome="agree") >= 6
+    assert fleet.counter("slmfleet_requests_total", version=version, traffic="shadow") >= 10
+    assert fleet.counter("slmfleet_requests_total", version=version, traffic="live") > 0
