@@ -191,7 +191,7 @@ def rayservice_yaml(rayservice: dict) -> str:
 
 
 def training_entrypoint(*, dataset: str, base_source: str, adapter: str, version: str, to: str,
-                        settings: dict) -> str:
+                        settings: dict, start_from: str | None = None) -> str:
     """The `slm-fleet flywheel train` command line the RayJob runs (in Ray Train, on the cluster)."""
     import shlex
 
@@ -203,6 +203,8 @@ def training_entrypoint(*, dataset: str, base_source: str, adapter: str, version
         flags["epochs"] = settings["epochs"]
     args = ["slm-fleet", "flywheel", "train", dataset, "--base", base_source, "--adapter", adapter,
             "--version", version, "--to", to, "--ray-train", "--quiet"]
+    if start_from:
+        args += ["--start-from", start_from]
     for flag, value in flags.items():
         args += [f"--{flag}", str(value)]
     return shlex.join(args)

@@ -175,11 +175,34 @@ def _base_source(base: str, fleet_file: str | None) -> tuple[str, str]:
                     f"{', '.join(b.name for b in spec.base_models)})")
 
 
+def _start_source(start_from: str, fleet_file: str | None, base_name: str) -> tuple[str, str | None]:
+    """(S3 source, sha256) of --start-from: ADAPTER@VERSION of --fleet (on --base), or an s3:// URI."""
+    if start_from.startswith("s3://"):
+        return start_from.rstrip("/"), None
+    adapter, _, version = start_from.partition("@")
+    if not adapter or not version or not fleet_file:
+        raise UserError(f"--start-from {start_from!r}: name a version of --fleet as ADAPTER@VERSION (e.g. "
+                        "assistant@v1, with --fleet FILE), or give its s3:// source")
+    from serving.api.documents import load_fleet_file
+
+    for a in load_fleet_file(fleet_file).adapters:
+        if a.name == adapter:
+            if a.base_model != base_name:
+                raise UserError(f"--start-from {start_from}: adapter '{adapter}' is trained on base '{a.base_model}', "
+                                f"not --base {base_name}; start from an adapter of that base")
+            for v in a.versions:
+                if v.version == version:
+                    return v.source.rstrip("/"), v.sha256
+            raise UserError(f"--start-from {start_from}: adapter '{adapter}' declares no version '{version}' "
+                            f"(versions: {', '.join(v.version for v in a.versions)})")
+    raise UserError(f"--start-from {start_from}: {fleet_file} has no adapter '{adapter}'")
+
+
 def cmd_train(args) -> int:
     import tempfile
     from dataclasses import asdict
 
-    from serving.adapters.store import AdapterStore
+    from serving.adapters.store import AdapterStore, AdapterStoreError
     from serving.flywheel.training import TrainSettings, cached_base, lineage, train_lora
 
     settings = TrainSettings(rank=args.rank, alpha=args.alpha, learning_rate=args.lr, epochs=args.epochs,
@@ -187,6 +210,7 @@ def cmd_train(args) -> int:
     if settings.problems():
         raise UserError("; ".join(settings.problems()))
     base_name, base_source = _base_source(args.base, args.fleet)
+    start_source, start_sha = _start_source(args.start_from, args.fleet, base_name) if args.start_from else (None, None)
     if args.render == "rayjob":
         from operators.render import rayjob_yaml, render_training_rayjob, training_entrypoint
         from operators.settings import OperatorSettings, SettingsError
@@ -196,24 +220,33 @@ def cmd_train(args) -> int:
         except SettingsError as err:
             raise UserError(str(err)) from None
         entrypoint = training_entrypoint(dataset=args.dataset, base_source=base_source, adapter=args.adapter,
-                                         version=args.version, to=args.to, settings=asdict(settings))
+                                         version=args.version, to=args.to, settings=asdict(settings),
+                                         start_from=start_source)
         print(rayjob_yaml(render_training_rayjob(
             name=args.job_name or f"train-{args.adapter}-{args.version}".lower().replace("_", "-"),
             namespace=args.namespace, settings=operator_settings, entrypoint=entrypoint, gpus=args.gpus)), end="")
         return EXIT_OK
     train, _, manifest = _dataset(args.dataset)
     store = AdapterStore()
-    with tempfile.TemporaryDirectory(prefix="slmfleet-train-") as out:
+    with tempfile.TemporaryDirectory(prefix="slmfleet-train-") as out, \
+            tempfile.TemporaryDirectory(prefix="slmfleet-start-") as start_dir:
         if args.ray_train:
             from serving.flywheel.training import train_in_ray
 
-            run = train_in_ray(train, base_source, out, settings, base_name=base_name, gpus=args.gpus)
+            run = train_in_ray(train, base_source, out, settings, base_name=base_name, gpus=args.gpus,
+                               start_from=start_source)
         else:
+            if start_source is not None:
+                try:
+                    store.download(start_source, start_dir, sha256=start_sha)
+                except AdapterStoreError as err:
+                    raise UserError(f"--start-from {args.start_from}: {err}") from None
             run = train_lora(train, cached_base(base_source, store), out, settings, base_name=base_name,
-                             progress=not args.quiet)
+                             start_from=start_dir if start_source else None, progress=not args.quiet)
         stored = store.push(out, adapter=args.adapter, version=args.version, to=args.to,
                             lineage=lineage(dataset=args.dataset, dataset_manifest=manifest, base_name=base_name,
-                                            base_source=base_source, settings=settings, run=run))
+                                            base_source=base_source, settings=settings, run=run,
+                                            start_from=start_source))
     print(f"trained {args.adapter}@{args.version} on {run['examples']} example(s) in {run['seconds']} s "
           f"({run['steps']} steps, final loss {run['finalLoss']})\npushed to {stored.uri}\nsha256: {stored.sha256}")
     return EXIT_OK
@@ -453,6 +486,9 @@ def add_parser(sub) -> None:
     t.add_argument("--adapter", required=True, metavar="A")
     t.add_argument("--version", required=True, metavar="V")
     t.add_argument("--to", required=True, metavar="S3", help="adapter store root; the version goes to S3/A/V")
+    t.add_argument("--start-from", metavar="A@V", help="go on training this adapter version (ADAPTER@VERSION of "
+                   "--fleet, or its s3:// source), keeping what it already does, instead of a fresh adapter; its "
+                   "rank and modules are kept (--rank and --alpha do not apply)")
     t.add_argument("--rank", type=int, default=8)
     t.add_argument("--alpha", type=int, default=16)
     t.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4; the demo's tiny base: 5e-3)")

@@ -2,8 +2,9 @@
 then clusters -> dataset -> train (a short CPU run) -> evaluate -> propose -> shadow -> canary -> promoted, each
 step the `slm-fleet` command a user runs, against the session's Ray Serve, vLLM and S3.
 
-The fleet file is served as `slm-fleet serve` serves it (deployed, its edits followed, its rollouts
-driven by the same LocalRollouts), on the session's Ray instead of a second one.
+The fleet file (the session's fleet with the loop's adapter, routes and capture added) is served as
+`slm-fleet serve` serves it (deployed, its edits followed, its rollouts driven by the same LocalRollouts), on
+the session's Ray instead of a second one.
 """
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ def session_serving(fleet):
 
 def test_the_loop_closes(session_serving, fleet, s3, tmp_path):
     lines = []
-    figures = run_loop(workdir=tmp_path, assets=ASSETS, serving=session_serving, s3_url=s3, log=lines.append)
-    print("\n".join(lines))
+
+    def log(line: str) -> None:  # printed as it comes, so a step that fails shows the steps before it
+        lines.append(line)
+        print(line)
+
+    # Around the session's fleet: serving the loop's fleet, and the session's afterwards, restarts no engine.
+    figures = run_loop(workdir=tmp_path, assets=ASSETS, serving=session_serving, s3_url=s3, around=fleet.spec_data,
+                       log=log)
     assert figures["first_tier_share_before"] <= 0.1  # the first tier cannot call tools...
-    assert figures["promoted"] is True  # ...the canary of the trained version held up...
+    assert figures["promoted"] is True, figures["rollout"]  # ...the canary of the trained version held up...
     assert figures["first_tier_share_after"] >= 0.7  # ...and now answers held-out tool requests itself
     assert figures["first_tier_share_other_tasks_after"] >= figures["first_tier_share_other_tasks_before"] - 0.15
     assert any("2 cluster(s)" in line for line in lines)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from serving.api.documents import fleet_from_document
-from serving.api.fleet import FleetSpec
+from serving.api.fleet import FleetSpec, parse_fleet
 from serving.api.problems import UserError
 from serving.api.routes import TierChecks
 from serving.flywheel.evaluation import (
@@ -25,6 +28,8 @@ from serving.flywheel.training import TrainSettings
 from serving.local.flywheel_loop import fleet_document
 from serving.local.teacher import teacher_message
 from serving.policy.shadow import answer_key
+
+ROOT = Path(__file__).parents[2]
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
@@ -72,6 +77,17 @@ def test_first_tier_follows_a_tier_route_to_its_adapter():
         first_tier(spec, "assistant-small")
     with pytest.raises(UserError, match="no route 'nope'"):
         first_tier(spec, "nope")
+
+
+def test_the_loop_fleet_can_extend_a_served_fleet_without_replacing_its_bases():
+    around = yaml.safe_load((ROOT / "manifests/examples/quickstart.yaml").read_text())["spec"]
+    doc = fleet_document("http://127.0.0.1:1/v1", around=around)
+    spec = fleet_from_document(doc, source="loop")
+    assert [b.name for b in spec.base_models] == ["tiny-llama"]  # the served base, once, as it was
+    assert spec.base_models[0] == parse_fleet(around).base_models[0]
+    assert {"shout", "assistant-small", "assistant", "assistant-eval"} <= {r.name for r in spec.routes}
+    assert spec.capture is not None and "capture" not in around  # the loop's capture, the input untouched
+    assert first_tier(spec, "assistant")[2:] == ("assistant", "v1")
 
 
 def test_propose_adds_the_version_and_a_canary_with_probes():
@@ -125,6 +141,31 @@ def test_the_teacher_answers_both_tasks(body, expected):
 ])
 def test_train_settings_problems(change, message):
     assert message in TrainSettings(**change).problems()
+
+
+@pytest.mark.parametrize("step,factor", [(0, 0.1), (9, 1.0), (10, 1.0), (55, 0.5), (99, 0.0003)])
+def test_the_learning_rate_warms_up_then_decays_to_zero(step, factor):
+    from serving.flywheel.training import lr_factor
+
+    assert lr_factor(step, 100) == pytest.approx(factor, abs=1e-3)
+
+
+@pytest.mark.parametrize("start_from,message", [
+    ("assistant", "name a version of --fleet as ADAPTER@VERSION"),
+    ("nope@v1", "has no adapter 'nope'"),
+    ("assistant@v9", "adapter 'assistant' declares no version 'v9' (versions: v1)"),
+])
+def test_start_from_names_a_declared_version(tmp_path, start_from, message):
+    from serving.cli.flywheel_commands import _start_source
+
+    fleet = tmp_path / "fleet.json"
+    fleet.write_text(json.dumps(fleet_document("http://127.0.0.1:9/v1")))
+    assert _start_source("assistant@v1", str(fleet), "tiny-llama") == ("s3://slmfleet-demo/adapters/assistant/v1", None)
+    assert _start_source("s3://b/a/v1/", None, "tiny-llama") == ("s3://b/a/v1", None)
+    with pytest.raises(UserError, match=re.escape(message)):
+        _start_source(start_from, str(fleet), "tiny-llama")
+    with pytest.raises(UserError, match="is trained on base 'tiny-llama', not --base other"):
+        _start_source("assistant@v1", str(fleet), "other")
 
 
 def test_a_base_the_store_cannot_read_is_a_clear_error(tmp_path, monkeypatch):

@@ -160,7 +160,11 @@ def test_training_rayjob_is_valid_for_kuberay(settings, gpus):
     assert yaml.safe_load(rayjob_yaml(job)) == job
     args = shlex.split(job["spec"]["entrypoint"])
     assert args[:4] == ["slm-fleet", "flywheel", "train", "s3://b/d"] and "--ray-train" in args
-    assert args[args.index("--steps") + 1] == "300" and "--epochs" not in args
+    assert args[args.index("--steps") + 1] == "300" and "--epochs" not in args and "--start-from" not in args
+    warm = training_entrypoint(dataset="s3://b/d", base_source="s3://b/models/tiny", adapter="a", version="v2",
+                               to="s3://b/adapters", settings=asdict(TrainSettings()), start_from="s3://b/adapters/a/v1")
+    warm = shlex.split(warm)
+    assert warm[warm.index("--start-from") + 1] == "s3://b/adapters/a/v1"
     worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert ("nvidia.com/gpu" in worker["resources"]["limits"]) is bool(gpus)
     assert job["spec"]["shutdownAfterJobFinishes"] is True
