@@ -69,7 +69,7 @@ load-rollout: $(STAMP)
 	$(LOCUST_RUN) -f load_tests/rollout.py --csv $(LOAD_OUT)/rollout --html $(LOAD_OUT)/rollout.html
 
 test: $(STAMP) $(HELM) $(PROMETHEUS)
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=15
 
 unit: $(STAMP)
 	$(PY) -m pytest -ra tests/unit
