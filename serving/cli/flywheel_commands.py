@@ -179,10 +179,10 @@ def _start_source(start_from: str, fleet_file: str | None, base_name: str) -> tu
     """(S3 source, sha256) of --start-from: ADAPTER@VERSION of --fleet (on --base), or an s3:// URI."""
     if start_from.startswith("s3://"):
         return start_from.rstrip("/"), None
-    adapter, _, version = start_from.partition("@")
-    if not adapter or not version or not fleet_file:
-        raise UserError(f"--start-from {start_from!r}: name a version of --fleet as ADAPTER@VERSION (e.g. "
-                        "assistant@v1, with --fleet FILE), or give its s3:// source")
+    adapter, version = _parse_version(start_from, "--start-from", "assistant@v1, or its s3:// source")
+    if not fleet_file:
+        raise UserError(f"--start-from {start_from}: give --fleet FILE, the fleet that declares it, or its s3:// "
+                        "source")
     from serving.api.documents import load_fleet_file
 
     for a in load_fleet_file(fleet_file).adapters:
@@ -234,7 +234,7 @@ def cmd_train(args) -> int:
             from serving.flywheel.training import train_in_ray
 
             run = train_in_ray(train, base_source, out, settings, base_name=base_name, gpus=args.gpus,
-                               start_from=start_source)
+                               start_from=start_source, start_sha256=start_sha)
         else:
             if start_source is not None:
                 try:
@@ -252,10 +252,11 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
-def _parse_candidate(text: str) -> tuple[str, str]:
+def _parse_version(text: str, flag: str = "--candidate", example: str = "student@v2") -> tuple[str, str]:
+    """(adapter, version) of an ADAPTER@VERSION option."""
     adapter, _, version = text.partition("@")
     if not adapter or not version:
-        raise UserError(f"--candidate {text!r}: name it ADAPTER@VERSION, e.g. student@v2")
+        raise UserError(f"{flag} {text!r}: name it ADAPTER@VERSION, e.g. {example}")
     return adapter, version
 
 
@@ -300,7 +301,7 @@ def cmd_evaluate(args) -> int:
     if not route_name:
         raise UserError("the dataset names no single route; give --route R (the cascade route it came from)")
     route, tier, tier_adapter, tier_version = first_tier(spec, route_name)
-    adapter, version = _parse_candidate(args.candidate)
+    adapter, version = _parse_version(args.candidate)
     store = AdapterStore()
     source = _candidate_source(spec, adapter, version, args.candidate_source)
     candidate_base = store.read_config(source).base_model
@@ -389,7 +390,7 @@ def cmd_propose(args) -> int:
     if (args.fleet is None) == (args.modelfleet is None):
         raise UserError("propose to a fleet file (FLEET) or to a ModelFleet on Kubernetes (--modelfleet NAME): "
                         "give one")
-    adapter, version = _parse_candidate(args.candidate)
+    adapter, version = _parse_version(args.candidate)
     report = artifacts.get_json(args.evaluation, what="evaluation `flywheel evaluate` wrote")
     if (report.get("candidateAdapter"), report.get("candidateVersion")) != (adapter, version):
         raise UserError(f"{args.evaluation} evaluated {report.get('candidateAdapter')}@{report.get('candidateVersion')}"

@@ -67,8 +67,8 @@ def render_example(tokenizer, example: dict) -> tuple[str, str]:
 
 def lr_factor(step: int, steps: int) -> float:
     """The learning rate's multiplier at ``step`` of ``steps``: a linear warmup over the first tenth, then a cosine
-    decay to zero. Without the decay the last steps still move the weights at the full rate, so where a run ends
-    is a matter of luck (at a constant rate, one run in two lost a word example in twenty that v1 answered)."""
+    decay to zero. Without the decay the last steps still move the weights at the full rate, so the adapter a
+    run ends with is whatever its last few batches made it."""
     warmup = max(1, steps // 10)
     if step < warmup:
         return (step + 1) / warmup
@@ -179,16 +179,22 @@ def cached_base(source: str, store) -> Path:
 
 def lineage(*, dataset: str, dataset_manifest: dict, base_name: str, base_source: str, settings: TrainSettings,
             run: dict, start_from: str | None = None) -> dict:
-    """What the pushed version records of where it came from (``start_from``: the adapter it went on training)."""
+    """What the pushed version records of where it came from (``start_from``: the adapter it went on training,
+    whose rank, alpha and modules it kept, so those settings are not recorded as this run's)."""
+    hyperparameters = asdict(settings)
+    if start_from is not None:
+        for kept in ("rank", "alpha", "target_modules"):
+            hyperparameters.pop(kept)
     return {"dataset": dataset, "route": dataset_manifest.get("route"), "cluster": dataset_manifest.get("cluster"),
             "datasetCounts": dataset_manifest.get("counts"), "answers": dataset_manifest.get("answers"),
             "base": {"name": base_name, "source": base_source}, "startFrom": start_from,
-            "hyperparameters": asdict(settings), "run": run,
+            "hyperparameters": hyperparameters, "run": run,
             "trainedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def train_in_ray(rows: list[dict], base_source: str, out_dir: str | Path, settings: TrainSettings, *,
-                 base_name: str, gpus: int = 1, start_from: str | None = None) -> dict:
+                 base_name: str, gpus: int = 1, start_from: str | None = None,
+                 start_sha256: str | None = None) -> dict:
     """``train_lora`` in one Ray Train worker (a GPU where ``gpus``), as the RayJob runs it: the worker fetches
     the base (and ``start_from``, an adapter's S3 source) itself; the adapter comes back to ``out_dir`` here (the
     driver), which pushes it."""
@@ -209,14 +215,15 @@ def train_in_ray(rows: list[dict], base_source: str, out_dir: str | Path, settin
         base_dir = cached_base(config["base_source"], store)
         with tempfile.TemporaryDirectory() as where, tempfile.TemporaryDirectory() as start_dir:
             if config["start_from"]:
-                store.download(config["start_from"], start_dir)
+                store.download(config["start_from"], start_dir, sha256=config["start_sha256"])
             run = train_lora(config["rows"], base_dir, where, config["settings"], base_name=config["base_name"],
                              start_from=start_dir if config["start_from"] else None, progress=False)
             files = {p.name: p.read_bytes() for p in Path(where).iterdir() if p.is_file()}
             ray.train.report({"run": json.dumps(run), "files": files})
 
     trainer = TorchTrainer(loop, train_loop_config={"rows": rows, "base_source": base_source, "settings": settings,
-                                                    "base_name": base_name, "start_from": start_from},
+                                                    "base_name": base_name, "start_from": start_from,
+                                                    "start_sha256": start_sha256},
                            scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                                         resources_per_worker={"GPU": gpus} if gpus else None))
     metrics = trainer.fit().metrics

@@ -151,7 +151,7 @@ def test_the_learning_rate_warms_up_then_decays_to_zero(step, factor):
 
 
 @pytest.mark.parametrize("start_from,message", [
-    ("assistant", "name a version of --fleet as ADAPTER@VERSION"),
+    ("assistant", "--start-from 'assistant': name it ADAPTER@VERSION, e.g. assistant@v1, or its s3:// source"),
     ("nope@v1", "has no adapter 'nope'"),
     ("assistant@v9", "adapter 'assistant' declares no version 'v9' (versions: v1)"),
 ])
@@ -164,8 +164,21 @@ def test_start_from_names_a_declared_version(tmp_path, start_from, message):
     assert _start_source("s3://b/a/v1/", None, "tiny-llama") == ("s3://b/a/v1", None)
     with pytest.raises(UserError, match=re.escape(message)):
         _start_source(start_from, str(fleet), "tiny-llama")
+    with pytest.raises(UserError, match="give --fleet FILE"):
+        _start_source("assistant@v1", None, "tiny-llama")
     with pytest.raises(UserError, match="is trained on base 'tiny-llama', not --base other"):
         _start_source("assistant@v1", str(fleet), "other")
+
+
+def test_the_lineage_names_the_version_it_started_from_and_not_its_kept_settings():
+    from serving.flywheel.training import lineage
+
+    given = dict(dataset="s3://b/d", dataset_manifest={"route": "r"}, base_name="tiny-llama",
+                 base_source="s3://b/models/tiny-llama", settings=TrainSettings(steps=4), run={"steps": 4})
+    fresh, warm = lineage(**given), lineage(**given, start_from="s3://b/adapters/a/v1")
+    assert fresh["startFrom"] is None and fresh["hyperparameters"]["rank"] == 8
+    assert warm["startFrom"] == "s3://b/adapters/a/v1"
+    assert "rank" not in warm["hyperparameters"] and warm["hyperparameters"]["steps"] == 4
 
 
 def test_a_base_the_store_cannot_read_is_a_clear_error(tmp_path, monkeypatch):
