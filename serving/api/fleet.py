@@ -214,6 +214,15 @@ class Autoscaling(SpecModel):
     max_ongoing_requests: int | None = Field(
         None, ge=1, description="Requests one replica takes at once (Ray Serve max_ongoing_requests); more wait "
         "in each router's queue for the base. Default: 4 x targetOngoingRequests.")
+    upscale_delay: str = Field(
+        "30s", pattern=DURATION_PATTERN,
+        description="How long the load must stay above the target before replicas are added (Ray Serve "
+        "upscale_delay_s), e.g. 30s.")
+    downscale_delay: str = Field(
+        "10m", pattern=DURATION_PATTERN,
+        description="How long the load must stay below the target before replicas are removed (Ray Serve "
+        "downscale_delay_s), e.g. 10m: a replica holds an engine and its resident adapters, which a new one "
+        "starts and loads again.")
     max_queued_requests: int = Field(
         256, ge=1, description="Requests that may wait for a replica of this base in each router replica's queue "
         "(Ray Serve max_queued_requests); beyond it, when every replica is busy, the fleet answers 503 overloaded "
@@ -235,6 +244,17 @@ class Autoscaling(SpecModel):
         return self.max_ongoing_requests or max(1, int(4 * self.target_ongoing_requests))
 
 
+class PlacementSettings(SpecModel):
+    """How the base's replicas share its requests (serving.policy.placement): adapter-aware and load-aware."""
+
+    spill_margin: int = Field(
+        4, ge=0,
+        description="Ongoing requests by which the least busy replica holding a request's adapter may exceed the "
+        "least busy replica before the request goes to that one instead, which loads the adapter too: a hot "
+        "adapter then becomes resident on more replicas rather than queueing on one. 0 sends each request to the "
+        "least busy replica (residency only breaks ties); a large value keeps every adapter on its first replica.")
+
+
 class BaseModelSpec(SpecModel):
     """A shared base model; one autoscaled Ray Serve deployment serves it and its adapters."""
 
@@ -251,6 +271,8 @@ class BaseModelSpec(SpecModel):
     engine: EngineSettings = Field(default_factory=EngineSettings, description="vLLM engine settings.")
     resources: Resources = Field(default_factory=Resources, description="Resources per replica.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Replica autoscaling.")
+    placement: PlacementSettings = Field(default_factory=PlacementSettings,
+                                         description="Which replica takes each request.")
     cost_per_1k_tokens: float = Field(0, ge=0, alias="costPer1kTokens", description="Cost of 1,000 tokens "
                                       "(prompt + answer) answered by this base model alone; its adapters and "
                                       "cascade tiers inherit it unless they set their own. For tenants' usage "

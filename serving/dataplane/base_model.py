@@ -51,10 +51,16 @@ class FleetLLMServer(EngineServerBase):
             adapter, version = adapter_version(gone)
             self.metrics.inc("slmfleet_adapter_evictions_total", base_model=self.base.name,
                              adapter=adapter, version=version)
+            self.metrics.set("slmfleet_adapter_resident", 0, base_model=self.base.name, adapter=adapter,
+                             version=version)
         if loading is not None:
             resident.add(loading)  # Ray Serve adds it when this load returns
         self._resident = resident
         self.metrics.set("slmfleet_adapters_resident", len(resident), base_model=self.base.name)
+        for model_id in resident:
+            adapter, version = adapter_version(model_id)
+            self.metrics.set("slmfleet_adapter_resident", 1, base_model=self.base.name, adapter=adapter,
+                             version=version)
 
     async def chat(self, request, raw_request_info=None):
         return await self._observed(super().chat, "chat", request, raw_request_info)

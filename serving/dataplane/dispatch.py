@@ -20,6 +20,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from starlette.responses import Response, StreamingResponse
 from vllm.v1.engine.exceptions import EngineDeadError
 
+from serving.api import headers as h
 from serving.dataplane.errors import AdapterUnavailable, root_cause
 from serving.dataplane.ray_serve_llm import OpenAIHTTPException
 from serving.observability.telemetry import RequestTelemetry
@@ -72,8 +73,8 @@ async def dispatch(ingress: Sender, target: Target, body, call_method: str, requ
     """The base deployment's answer to ``body`` (whose ``model`` is ``target.model_id``).
 
     A request the base's engine or replica failed before answering anything (it died, or is being replaced) is
-    sent once more: Ray Serve's router drops a replica whose actor died from its choices, so the second try goes
-    to another replica (a replica whose engine alone died may be picked again; then the answer is the 503). A
+    sent once more, to another replica where there is one: placement avoids the replica of the first try (a lone
+    replica is tried again; if it is still down, the answer is the 503). A
     stream cut after it started ends with an SSE error event (``error_events``), never a hung connection.
 
     Raises DispatchFailed: 503 service_unavailable for a base with no deployment yet, 503
@@ -91,7 +92,7 @@ async def dispatch(ingress: Sender, target: Target, body, call_method: str, requ
         except _EngineGone as gone:
             logger.warning("base %s: %s; sending the request to another replica", target.base_model, gone.why)
             telemetry.recorder.inc("slmfleet_dispatch_retries_total", base_model=target.base_model)
-            response = await _send(ingress, body, call_method, request, telemetry)
+            response = await _send(ingress, body, call_method, request, telemetry, retry=True)
     except _EngineGone as gone:
         raise _engine_unavailable(target, gone.why) from None
     except OpenAIHTTPException as err:
@@ -118,10 +119,15 @@ class _EngineGone(Exception):
         self.why = why
 
 
-async def _send(ingress: Sender, body, call_method: str, request: Request, telemetry: RequestTelemetry) -> Response:
-    """One try; _EngineGone when the engine or replica was gone before anything was answered."""
+async def _send(ingress: Sender, body, call_method: str, request: Request, telemetry: RequestTelemetry, *,
+                retry: bool = False) -> Response:
+    """One try; _EngineGone when the engine or replica was gone before anything was answered. A ``retry``
+    carries the header with which placement (serving.dataplane.placement_router) avoids the first try's replica."""
+    headers = telemetry.dispatch_headers()
+    if retry:
+        headers[h.RETRY] = "1"
     try:
-        response = await ingress.send(body, call_method, with_headers(request, telemetry.dispatch_headers()))
+        response = await ingress.send(body, call_method, with_headers(request, headers))
     except OpenAIHTTPException as err:
         if ENGINE_DEAD in (err.message or ""):
             raise _EngineGone(err.message) from None

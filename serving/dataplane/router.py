@@ -30,6 +30,7 @@ from serving.dataplane.cascade_runner import CascadeRunner
 from serving.dataplane.dispatch import DispatchFailed, dispatch, with_headers
 from serving.dataplane.errors import client_error, error_response, invalid_request, refusal_response, root_cause
 from serving.dataplane.mcp_tools import FleetMCP
+from serving.dataplane.placement_router import set_spill_margins
 from serving.dataplane.ray_serve_llm import IngressBase, ModelCard, OpenAIHTTPException
 from serving.dataplane.request_guard import LIMITS
 from serving.dataplane.request_models import ChatBody, CompletionBody
@@ -91,6 +92,7 @@ class FleetRouter(IngressBase):
         self._gate.configure(spec, keys_file=user_config.get("keysFile"),
                              internal_sha256=user_config.get("internalKeySha256"))
         LIMITS.max_bytes = spec.max_request_bytes
+        set_spill_margins({b.name: b.placement.spill_margin for b in spec.base_models})
         self._mcp.set_routes([(name, table.descriptions.get(name)) for name in table.names])
         logger.info("routing table: %d route(s): %s", len(spec.routes), ", ".join(self._table.routes))
 

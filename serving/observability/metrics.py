@@ -120,6 +120,15 @@ CATALOG = (
            recorded_by="engine"),
     Metric("slmfleet_adapters_resident", "gauge", "Adapter versions loaded on the replica.", ("base_model",),
            recorded_by="engine"),
+    Metric("slmfleet_adapter_resident", "gauge",
+           "1 for each adapter version loaded on the replica (the replica label says which): the residency "
+           "placement weighs.", ADAPTER, recorded_by="engine"),
+    # Recorded in the router's process by the request router of each base deployment, per request placed.
+    Metric("slmfleet_placements_total", "counter",
+           "Requests placed on a base's replicas by why that replica: resident (it holds the adapter), spill (its "
+           "holders were busier than the margin allows: another replica loads it), cold (no replica held it), base "
+           "(no adapter); retried (placed away from the replica that failed its first try).",
+           ("base_model", "placement", "retried"), recorded_by="placement"),
 )
 BY_NAME = {m.name: m for m in CATALOG}
 

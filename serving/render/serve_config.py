@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
+from serving.api.fields import duration_seconds
 from serving.api.fleet import BaseModelSpec, FleetSpec
 from serving.policy.routing import multiplexed_id
 
 APP_NAME = "slm-fleet"
 IMPORT_PATH = "serving.dataplane.app:build_app"
 ROUTER_DEPLOYMENT = "FleetRouter"
+PLACEMENT_ROUTER = "serving.dataplane.placement_router:PlacementRouter"
 
 
 def base_deployment_name(base_model: str) -> str:
@@ -45,14 +47,22 @@ def autoscaling_config(base: BaseModelSpec) -> dict:
         "initial_replicas": max(a.min_replicas, 1),
         "max_replicas": a.max_replicas,
         "target_ongoing_requests": a.target_ongoing_requests,
+        "upscale_delay_s": duration_seconds(a.upscale_delay),
+        "downscale_delay_s": duration_seconds(a.downscale_delay),
     }
 
 
+def request_router_config(base: BaseModelSpec) -> dict:
+    """The Ray Serve request router that places the base's requests on its replicas (serving.policy.placement)."""
+    return {"request_router_class": PLACEMENT_ROUTER,
+            "request_router_kwargs": {"base_model": base.name, "spill_margin": base.placement.spill_margin}}
+
+
 def app_args(spec: FleetSpec) -> dict:
-    """Application args: the base models without autoscaling (which is applied in place)."""
+    """Application args: the base models without autoscaling and placement (applied in place)."""
     return {
         "baseModels": [
-            b.model_dump(mode="json", by_alias=True, exclude={"autoscaling"}) for b in spec.base_models
+            b.model_dump(mode="json", by_alias=True, exclude={"autoscaling", "placement"}) for b in spec.base_models
         ]
     }
 
@@ -88,6 +98,7 @@ def serve_config(spec: FleetSpec, *, host: str = "0.0.0.0", port: int = 8000,
             "autoscaling_config": autoscaling_config(base),
             "max_ongoing_requests": base.autoscaling.ongoing_bound,
             "max_queued_requests": base.autoscaling.max_queued_requests,
+            "request_router_config": request_router_config(base),
             "user_config": {"adapters": adapter_catalog(spec, base.name)},
         })
     return {

@@ -35,6 +35,32 @@ def test_route_adapter_and_autoscaling_changes_leave_app_args_alone():
     assert after["deployments"][1]["autoscaling_config"]["max_replicas"] == 4
 
 
+def test_autoscaling_delays_and_placement_reach_ray_serve_in_place():
+    before = serve_config(parse_fleet(fleet()))["applications"][0]
+    base = before["deployments"][1]
+    # Ray Serve's own defaults, unless the spec says otherwise.
+    assert (base["autoscaling_config"]["upscale_delay_s"], base["autoscaling_config"]["downscale_delay_s"]) == (30, 600)
+    router = base["request_router_config"]
+    assert router["request_router_class"] == "serving.dataplane.placement_router:PlacementRouter"
+    assert router["request_router_kwargs"] == {"base_model": "tiny-llama", "spill_margin": 4}
+    after = serve_config(parse_fleet(fleet(**{
+        "baseModels.0.autoscaling": {"upscaleDelay": "2s", "downscaleDelay": "1m"},
+        "baseModels.0.placement": {"spillMargin": 0}})))["applications"][0]
+    assert after["args"] == before["args"]
+    scaled = after["deployments"][1]
+    assert (scaled["autoscaling_config"]["upscale_delay_s"], scaled["autoscaling_config"]["downscale_delay_s"]) == (2, 60)
+    assert scaled["request_router_config"]["request_router_kwargs"]["spill_margin"] == 0
+    ServeDeploySchema.model_validate(serve_config(parse_fleet(fleet())))
+
+
+def test_placement_router_class_imports():
+    from ray.serve.request_router import RequestRouter
+
+    from serving.dataplane.placement_router import PlacementRouter
+
+    assert issubclass(PlacementRouter, RequestRouter)
+
+
 def test_base_model_change_changes_app_args():
     before = serve_config(parse_fleet(fleet()))["applications"][0]["args"]
     after = serve_config(parse_fleet(fleet(**{"baseModels.0.engine.maxLoras": 4})))["applications"][0]["args"]

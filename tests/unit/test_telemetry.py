@@ -68,7 +68,7 @@ def test_catalog_names_and_labels_are_bounded():
         assert m.name.endswith("_total") == (m.kind == "counter"), m.name
         assert not {"user", "session", "request_id", "prompt", "model_id"} & set(m.labels), m.name
         assert m.kind != "histogram" or list(m.buckets) == sorted(m.buckets)
-        assert m.recorded_by in ("router", "engine"), m.name
+        assert m.recorded_by in ("router", "engine", "placement"), m.name
 
 
 @pytest.mark.parametrize("chunk,events", [
