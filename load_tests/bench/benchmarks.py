@@ -109,31 +109,111 @@ def cold_load(stack) -> dict:
             "errors": c["errors"] + w["errors"]}
 
 
-def affinity(stack, *, adapters: int = 6, resident: int = 4, requests: int = 96, concurrency: int = 4) -> dict:
-    """Two replicas, more adapters than one replica holds: Ray Serve's adapter-affine placement
-    (what the fleet uses) vs random placement, on the same request sequence."""
+PLACEMENTS = {"random": "load_tests.bench.random_router:RandomPlacementRouter",
+              "affine": "ray.serve._private.request_router:PowerOfTwoChoicesRequestRouter",
+              "balanced": None}
+"""Request routers compared: random placement; Ray Serve's default (prefers replicas holding the adapter:
+``affine``); the fleet's (serving.policy.placement, residency weighed against queue length: ``balanced``)."""
+
+
+def affinity(stack, *, adapters: int = 6, resident: int = 4, requests: int = 200, rounds: int = 5,
+             concurrency: int = 4) -> dict:
+    """Two replicas, more adapters than one replica holds, a Zipf popularity (a hot adapter): random, affine and
+    balanced placement on the same request sequence, in interleaved rounds (each placement once per round, in a
+    shuffled order); per placement the loads per 1k requests and the median and spread of the rounds' p50/p95/p99."""
     url = f"{stack.url}/v1/completions"
     names = THROUGHPUT_ADAPTERS[:adapters]
     rng = random.Random(7)
-    sequence = [rng.choice(names) for _ in range(requests)]
-    sequence = [names[i % adapters] for i in range(adapters)] + sequence  # every adapter at least once
+    weights = [1 / (rank + 1) for rank in range(adapters)]  # Zipf, s = 1
     spec = bench_fleet(replicas=2, max_loras=2, resident=resident)
+    stack.restart(spec)
+    rounds_of = {p: [] for p in PLACEMENTS}
+    for _ in range(rounds):
+        sequence = rng.choices(names, weights, k=requests)
+        # Each placement starts from the residency the one before it left: shuffled orders spread that.
+        for placement in rng.sample(list(PLACEMENTS), len(PLACEMENTS)):
+            stack.swap_request_router(spec, PLACEMENTS[placement])
+            time.sleep(2)
+            loads_before = stack.counter("slmfleet_adapter_loads_total", outcome="loaded")
+            samples, wall = load(url, [completion(name) for name in sequence], concurrency)
+            time.sleep(2)  # replicas report metrics every 0.5 s
+            loads = stack.counter("slmfleet_adapter_loads_total", outcome="loaded") - loads_before
+            rounds_of[placement].append({**summary(samples, wall), "adapter_loads": int(loads)})
     results = {}
-    for placement, router in (("random", "load_tests.bench.random_router:RandomPlacementRouter"), ("affine", None)):
-        stack.restart(spec, request_router=router)
-        time.sleep(2)
-        loads_before = stack.counter("slmfleet_adapter_loads_total", outcome="loaded")
-        samples, wall = load(url, [completion(name) for name in sequence], concurrency)
-        time.sleep(2)  # replicas report metrics every 0.5 s
-        loads = stack.counter("slmfleet_adapter_loads_total", outcome="loaded") - loads_before
-        row = summary(samples, wall)
-        results[placement] = {"adapter_loads": int(loads), "requests_per_load": round(len(samples) / max(loads, 1), 2),
-                              "p95_ms": row["p95_ms"], "p50_ms": row["p50_ms"], "errors": row["errors"]}
-    return {"replicas": 2, "adapters": adapters, "resident_adapters_per_replica": resident, "requests": len(sequence),
-            "concurrency": concurrency, **results,
-            "adapter_loads_random_over_affine":
-                round(results["random"]["adapter_loads"] / max(results["affine"]["adapter_loads"], 1), 2),
-            "p95_random_over_affine": round(results["random"]["p95_ms"] / results["affine"]["p95_ms"], 2)}
+    for placement, rows in rounds_of.items():
+        total = sum(r["requests"] for r in rows)
+        results[placement] = {
+            "loads_per_1k_requests": round(1000 * sum(r["adapter_loads"] for r in rows) / total, 1),
+            "errors": sum(r["errors"] for r in rows),
+            **{f"{q}_ms": statistics.median(r[f"{q}_ms"] for r in rows) for q in ("p50", "p95", "p99")},
+            **{f"{q}_spread_ms": round(max(r[f"{q}_ms"] for r in rows) - min(r[f"{q}_ms"] for r in rows), 1)
+               for q in ("p50", "p95", "p99")}}
+    return {"replicas": 2, "adapters": adapters, "resident_adapters_per_replica": resident,
+            "requests_per_round": requests, "rounds": rounds, "concurrency": concurrency, "popularity": "zipf s=1",
+            **results,
+            "loads_random_over_balanced": round(results["random"]["loads_per_1k_requests"]
+                                                / max(results["balanced"]["loads_per_1k_requests"], 0.1), 2),
+            "p99_balanced_over_random": round(results["balanced"]["p99_ms"] / results["random"]["p99_ms"], 2),
+            "p99_affine_over_random": round(results["affine"]["p99_ms"] / results["random"]["p99_ms"], 2)}
+
+
+def autoscale(stack, *, users: int = 2, scale_timeout: float = 600) -> dict:
+    """One base under load scales from 1 to 2 replicas and back when the load stops, while a second base (the same
+    weights under another name) stays at its one replica: the times (this machine's) and the failed requests."""
+    import copy
+    import threading
+
+    import httpx
+    from ray import serve
+
+    from serving.render.serve_config import APP_NAME, base_deployment_name
+
+    def running(base: str) -> int:
+        deployments = serve.status().applications[APP_NAME].deployments
+        return deployments[base_deployment_name(base)].replica_states.get("RUNNING", 0)
+
+    spec = copy.deepcopy(stack.spec_data)
+    base = spec["baseModels"][0]
+    other = {**copy.deepcopy(base), "name": "tiny-other", "autoscaling": {"minReplicas": 1, "maxReplicas": 1}}
+    base["autoscaling"] = {"minReplicas": 1, "maxReplicas": 2, "targetOngoingRequests": 1, "upscaleDelay": "1s",
+                           "downscaleDelay": "5s"}
+    spec["baseModels"].append(other)
+    spec["routes"].append({"name": "other", "targets": [{"baseModel": "tiny-other"}]})
+    stack.redeploy(spec)
+    stop, outcomes = threading.Event(), []
+
+    def user():
+        with httpx.Client(timeout=300) as c:
+            while not stop.is_set():
+                r = c.post(f"{stack.url}/v1/completions", json=completion("base", max_tokens=8))
+                outcomes.append(r.status_code)
+
+    try:
+        threads = [threading.Thread(target=user) for _ in range(users)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        while running(BASE) < 2 and time.monotonic() - started < scale_timeout:
+            time.sleep(1)
+        scale_up = time.monotonic() - started
+        other_changed = running("tiny-other") != 1
+        time.sleep(10)
+        stop.set()
+        for t in threads:
+            t.join()
+        stopped = time.monotonic()
+        while running(BASE) > 1 and time.monotonic() - stopped < scale_timeout:
+            time.sleep(1)
+        scale_down = time.monotonic() - stopped
+        other_changed = other_changed or running("tiny-other") != 1
+    finally:
+        stack.redeploy(stack.spec_data)
+    return {"users": users, "target_ongoing_requests": 1, "upscale_delay_seconds": 1, "downscale_delay_seconds": 5,
+            "scale_up_seconds": round(scale_up, 1), "scale_down_seconds": round(scale_down, 1),
+            "requests": len(outcomes), "failed_requests": sum(1 for code in outcomes if code != 200),
+            "other_base_replicas_changed": other_changed,
+            "note": "times are this machine's (2 cores): scale-up is mostly the new replica's engine start beside the "
+                    "load; Ray Serve averages load over 30 s (look_back_period_s), which bounds scale-down"}
 
 
 # affinity last: it redeploys the fleet with two replicas.
@@ -313,4 +393,4 @@ def faults(stack) -> dict:
 
 STACK_BENCHMARKS = {"router_overhead": router_overhead, "multi_adapter": multi_adapter, "cold_load": cold_load,
                     "affinity": affinity, "cascade": cascade, "agents": agents, "flywheel": flywheel,
-                    "faults": faults}
+                    "faults": faults, "autoscale": autoscale}

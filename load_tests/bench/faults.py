@@ -27,6 +27,7 @@ import httpx
 import psutil
 
 from load_tests.bench.measure import percentile
+from load_tests.bench.processes import replica_pids  # noqa: F401 - the tests import it from here too
 from load_tests.bench.stack import BASE, DIRECT_APP, ROOT, bench_fleet
 from serving.api.fleet import parse_fleet
 from serving.api.keys import format_keys, key_sha256, new_entry, new_key
@@ -34,21 +35,6 @@ from serving.local import runtime as local_runtime
 from serving.render.serve_config import base_deployment_name
 
 SECOND_APP = "tenanted"
-
-
-def replica_pids(deployment: str, app: str = "slm-fleet") -> list[int]:
-    """The process ids of a deployment's live replicas on this machine, by the title Ray gives their processes
-    (``ray::ServeReplica:<app>:<deployment>``); Ray's state API needs the dashboard, which the fleet runs without."""
-    title = f"ServeReplica:{app}:{deployment}"
-    pids = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and any(
-                    part.startswith(f"ray::{title}") for part in proc.info["cmdline"] or []):
-                pids.append(proc.info["pid"])
-        except psutil.Error:
-            continue
-    return pids
 
 
 def engine_processes(pid: int) -> list[psutil.Process]:

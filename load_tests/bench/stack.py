@@ -78,6 +78,39 @@ class Stack:
         local_runtime.deploy(parse_fleet(spec_data), port=self.port, overrides=overrides)
         self.spec_data = spec_data
 
+    def swap_request_router(self, spec_data: dict, request_router: str | None) -> None:
+        """Give the base deployment another request router without restarting its engines (their resident
+        adapters stay): the config changes in place, and the fleet router's replica, whose handles picked their
+        request router when they were made, is killed so that Serve starts a new one with new handles."""
+        import os
+        import signal
+        import time
+
+        import httpx
+
+        from load_tests.bench.processes import replica_pids
+        from serving.render.serve_config import PLACEMENT_ROUTER, ROUTER_DEPLOYMENT, base_deployment_name
+
+        router = {"request_router_class": request_router or PLACEMENT_ROUTER}
+        if request_router is None:
+            router["request_router_kwargs"] = {"base_model": BASE}
+        local_runtime.deploy(parse_fleet(spec_data), port=self.port, extra_apps=(DIRECT_APP,),
+                             overrides={base_deployment_name(BASE): {"request_router_config": router}})
+        self.spec_data = spec_data
+        before = set(replica_pids(ROUTER_DEPLOYMENT))
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            fresh = set(replica_pids(ROUTER_DEPLOYMENT)) - before
+            try:
+                if fresh and httpx.get(f"{self.url}/readyz", timeout=10).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise RuntimeError("the fleet router did not come back after its request router was swapped")
+
     def counter(self, name: str, **labels) -> float:
         """Sum of a fleet counter over its series (Ray exports it as ray_<name>)."""
         import httpx

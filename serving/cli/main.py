@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -207,6 +208,10 @@ def cmd_demo_assets(args) -> int:
     from serving.local.demo_assets import generate
 
     summary = generate(args.dir)
+    if args.families:
+        from serving.local import family_assets
+
+        summary["families"] = family_assets.generate(Path(args.dir) / "families", summary["base"])["families"]
     print(json.dumps(summary, indent=2))
     return EXIT_OK
 
@@ -359,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo-assets", help="generate a tiny base model and task adapters")
     d.add_argument("dir")
+    d.add_argument("--families", action="store_true",
+                   help="also write a tiny base of each SLM family's architecture (Llama, Qwen3, Phi-3, Gemma 3, "
+                        "SmolLM3, Mistral) with a LoRA adapter under DIR/families")
     d.set_defaults(fn=cmd_demo_assets)
 
     m = sub.add_parser("mcp", help="the fleet's routes as MCP tools: the client config and the tool list",

@@ -45,6 +45,7 @@ from serving.policy.classify import Choice, TaskClassifier, prompt_text
 from serving.policy.limits import estimate_tokens
 from serving.policy.request_checks import RequestProblem, deadline, engine_problem, grammar_problem, tools_problem
 from serving.policy.routing import RoutingTable, Target, UnknownRoute, UnknownVersion
+from serving.render.serve_config import base_deployment_name
 
 logger = logging.getLogger("ray.serve").getChild("slmfleet.router")
 
@@ -69,6 +70,7 @@ class FleetRouter(IngressBase):
         self._shadows = ShadowRunner(self, self._metrics)
         self._cascades = CascadeRunner(self, self._metrics, self._shadows)
         self._classifiers: dict[str, TaskClassifier] = {}
+        self._scale_to_zero: set[str] = set()
         self._mcp = FleetMCP(self._answer_mcp, visible=self._may_call)
         self._capture = TrafficCapture(self._metrics)
         self._gate = TenantGate(self._metrics)
@@ -93,6 +95,7 @@ class FleetRouter(IngressBase):
                              internal_sha256=user_config.get("internalKeySha256"))
         LIMITS.max_bytes = spec.max_request_bytes
         set_spill_margins({b.name: b.placement.spill_margin for b in spec.base_models})
+        self._scale_to_zero = {b.name for b in spec.base_models if b.autoscaling.min_replicas == 0}
         self._mcp.set_routes([(name, table.descriptions.get(name)) for name in table.names])
         logger.info("routing table: %d route(s): %s", len(spec.routes), ", ".join(self._table.routes))
 
@@ -357,16 +360,34 @@ class FleetRouter(IngressBase):
         return {"status": "ok"}
 
     async def readyz(self):
-        """Ready when a routing table is loaded and every base model's engine answers health checks."""
+        """Ready when a routing table is loaded and every base model's engine answers health checks.
+
+        A base with minReplicas 0 that has no replica is ready ("scaled to zero"): its first request waits for
+        one. It is not asked for its health then, which would be a request that starts a replica (and a probe
+        every few seconds would keep it from ever scaling to zero)."""
         bases = {}
+        idle = await asyncio.to_thread(_without_replicas, self._scale_to_zero) if self._scale_to_zero else set()
         for name, handle in self.base_deployments.items():
+            if name in idle:
+                bases[name] = "scaled to zero"
+                continue
             try:
                 await handle.check_health.remote()
                 bases[name] = "ok"
             except Exception as err:  # noqa: BLE001 - reported, not raised
                 bases[name] = f"unhealthy: {root_cause(err)}"
-        ready = self._table is not None and all(v == "ok" for v in bases.values())
+        ready = self._table is not None and all(v in ("ok", "scaled to zero") for v in bases.values())
         return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, "baseModels": bases})
+
+
+def _without_replicas(bases: set[str]) -> set[str]:
+    """Those of ``bases`` whose deployment runs no replica now, as the Serve controller sees it."""
+    from ray import serve
+
+    app = serve.get_replica_context().app_name
+    deployments = serve.status().applications[app].deployments
+    return {b for b in bases if base_deployment_name(b) in deployments
+            and deployments[base_deployment_name(b)].replica_states.get("RUNNING", 0) == 0}
 
 
 class _ASGIAnswer(Response):

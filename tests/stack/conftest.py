@@ -141,9 +141,10 @@ def fleet(s3, assets, otlp, tmp_path_factory):
     # Ray's workers inherit this environment: the replicas export their spans to ``otlp``.
     os.environ.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url, OTEL_BSP_SCHEDULE_DELAY="100",
                       OTEL_SERVICE_NAME="slm-fleet-test", SLMFLEET_CAPTURE_SECRET=CAPTURE_SECRET)
-    # 6 logical CPUs on 2 cores: a base replica takes 2 (its own and its engine's), and the faults tests run a
-    # second replica of tiny-plain beside the two bases.
-    local_runtime.start_ray(num_cpus=6, metrics_port=metrics_port, metrics_report_interval_ms=500)
+    # 14 logical CPUs on 2 cores: a base replica takes its resources.cpu plus 1 (its own); the faults and
+    # autoscaling tests run a second replica of tiny-plain beside the two bases, and the families test six more
+    # bases of 0.5 CPU each.
+    local_runtime.start_ray(num_cpus=14, metrics_port=metrics_port, metrics_report_interval_ms=500)
     try:
         local_runtime.deploy(parse_fleet(spec_data), port=port)
         yield Fleet(f"http://127.0.0.1:{port}", spec_data, assets, f"http://127.0.0.1:{metrics_port}/metrics")

@@ -161,6 +161,7 @@ def test_a_killed_replica_under_load_loses_no_request(faults, tmp_path):
             eventually(lambda: all(c.post("/v1/completions", json={"model": "plain", "prompt": "red", "max_tokens": 2})
                                    .status_code == 200 for _ in range(4)), timeout=120)
         retries = faults.counter("slmfleet_dispatch_retries_total")
+        placed_away = faults.counter("slmfleet_placements_total", retried="true")
         done = {}
         load = threading.Thread(target=lambda: done.update(run=run_locust(
             "locustfile.py", faults.url, tmp_path, seconds=30, users=4,
@@ -176,5 +177,8 @@ def test_a_killed_replica_under_load_loses_no_request(faults, tmp_path):
         # The requests in flight on the killed replica were sent again, once each, and counted.
         eventually(lambda: faults.counter("slmfleet_dispatch_retries_total") > retries, timeout=20,
                    message="no request was retried: was any in flight on the killed replica?")
+        # Each retry was placed away from the replica of its first try.
+        eventually(lambda: faults.counter("slmfleet_placements_total", retried="true") > placed_away, timeout=20,
+                   message="the retries did not reach the placement router with their first try's replica")
     finally:
         faults.deploy(faults_spec(faults))

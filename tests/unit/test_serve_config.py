@@ -39,7 +39,8 @@ def test_autoscaling_delays_and_placement_reach_ray_serve_in_place():
     before = serve_config(parse_fleet(fleet()))["applications"][0]
     base = before["deployments"][1]
     # Ray Serve's own defaults, unless the spec says otherwise.
-    assert (base["autoscaling_config"]["upscale_delay_s"], base["autoscaling_config"]["downscale_delay_s"]) == (30, 600)
+    delays = base["autoscaling_config"]["upscale_delay_s"], base["autoscaling_config"]["downscale_delay_s"]
+    assert delays == (30, 600)
     router = base["request_router_config"]
     assert router["request_router_class"] == "serving.dataplane.placement_router:PlacementRouter"
     assert router["request_router_kwargs"] == {"base_model": "tiny-llama", "spill_margin": 4}
@@ -48,7 +49,8 @@ def test_autoscaling_delays_and_placement_reach_ray_serve_in_place():
         "baseModels.0.placement": {"spillMargin": 0}})))["applications"][0]
     assert after["args"] == before["args"]
     scaled = after["deployments"][1]
-    assert (scaled["autoscaling_config"]["upscale_delay_s"], scaled["autoscaling_config"]["downscale_delay_s"]) == (2, 60)
+    delays = scaled["autoscaling_config"]["upscale_delay_s"], scaled["autoscaling_config"]["downscale_delay_s"]
+    assert delays == (2, 60)
     assert scaled["request_router_config"]["request_router_kwargs"]["spill_margin"] == 0
     ServeDeploySchema.model_validate(serve_config(parse_fleet(fleet())))
 
