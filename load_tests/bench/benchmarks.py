@@ -164,13 +164,12 @@ def autoscale(stack, *, users: int = 2, scale_timeout: float = 600) -> dict:
     import threading
 
     import httpx
-    from ray import serve
 
-    from serving.render.serve_config import APP_NAME, base_deployment_name
+    from load_tests.bench.processes import running_replicas
+    from serving.render.serve_config import base_deployment_name
 
     def running(base: str) -> int:
-        deployments = serve.status().applications[APP_NAME].deployments
-        return deployments[base_deployment_name(base)].replica_states.get("RUNNING", 0)
+        return running_replicas(base_deployment_name(base))
 
     spec = copy.deepcopy(stack.spec_data)
     base = spec["baseModels"][0]

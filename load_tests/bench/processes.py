@@ -18,3 +18,10 @@ def replica_pids(deployment: str, app: str = "slm-fleet") -> list[int]:
         except psutil.Error:
             continue
     return pids
+
+
+def running_replicas(deployment: str, app: str = "slm-fleet") -> int:
+    """Replicas of a deployment that run and take requests, as the Serve controller sees it (from a Ray driver)."""
+    from ray import serve
+
+    return serve.status().applications[app].deployments[deployment].replica_states.get("RUNNING", 0)

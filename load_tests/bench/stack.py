@@ -89,12 +89,12 @@ class Stack:
         import httpx
 
         from load_tests.bench.processes import replica_pids
-        from serving.render.serve_config import PLACEMENT_ROUTER, ROUTER_DEPLOYMENT, base_deployment_name
+        from serving.render.serve_config import ROUTER_DEPLOYMENT, base_deployment_name, request_router_config
 
-        router = {"request_router_class": request_router or PLACEMENT_ROUTER}
-        if request_router is None:
-            router["request_router_kwargs"] = {"base_model": BASE}
-        local_runtime.deploy(parse_fleet(spec_data), port=self.port, extra_apps=(DIRECT_APP,),
+        spec = parse_fleet(spec_data)
+        router = (request_router_config(spec.base_models[0]) if request_router is None
+                  else {"request_router_class": request_router})
+        local_runtime.deploy(spec, port=self.port, extra_apps=(DIRECT_APP,),
                              overrides={base_deployment_name(BASE): {"request_router_config": router}})
         self.spec_data = spec_data
         before = set(replica_pids(ROUTER_DEPLOYMENT))

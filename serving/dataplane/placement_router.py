@@ -19,6 +19,7 @@ from collections import OrderedDict
 from ray.serve.request_router import FIFOMixin, MultiplexMixin, PendingRequest, RequestRouter, RunningReplica
 
 from serving.api import headers as h
+from serving.api.fleet import PlacementSettings
 from serving.observability.metrics import Recorder
 from serving.policy.placement import ReplicaLoad, place
 
@@ -26,7 +27,7 @@ _RETRY = h.RETRY.lower()  # Ray Serve LLM forwards the headers with lower-case n
 _REMEMBERED = 4096
 """Recent requests whose replicas are remembered for a retry: a retry follows its first try within seconds."""
 
-DEFAULT_SPILL_MARGIN = 4
+DEFAULT_SPILL_MARGIN = PlacementSettings.model_fields["spill_margin"].default
 _spill_margins: dict[str, int] = {}
 """Base model -> spill margin, as the fleet router's current spec says (``set_spill_margins``): Ray Serve hands
 a request router its kwargs only when it builds it, and the router's spec changes in place."""

@@ -20,7 +20,8 @@ import time
 import httpx
 
 from load_tests.bench.processes import replica_pids
-from serving.render.serve_config import APP_NAME, base_deployment_name
+from load_tests.bench.processes import running_replicas as running
+from serving.render.serve_config import base_deployment_name
 from tests.stack.conftest import ROOT
 from tests.stack.test_load import stats
 from tests.waiting import eventually
@@ -28,14 +29,6 @@ from tests.waiting import eventually
 PLAIN, LLAMA = base_deployment_name("tiny-plain"), base_deployment_name("tiny-llama")
 SCALE_UP_TIMEOUT = 300
 """A new replica starts a vLLM engine beside the load on 2 cores: about a minute here."""
-
-
-def running(deployment: str) -> int:
-    """Replicas of a deployment that run and take requests, as the Serve controller sees it."""
-    from ray import serve
-
-    deployments = serve.status().applications[APP_NAME].deployments
-    return deployments[deployment].replica_states.get("RUNNING", 0)
 
 
 def autoscale_spec(fleet, **plain_autoscaling) -> dict:
