@@ -15,7 +15,7 @@ import statistics
 import time
 
 from load_tests.bench.measure import completion, load, summary
-from load_tests.bench.stack import BASE, COLD_ADAPTERS, MAX_LORAS, THROUGHPUT_ADAPTERS, bench_fleet
+from load_tests.bench.stack import BASE, BUCKET, COLD_ADAPTERS, MAX_LORAS, ROOT, THROUGHPUT_ADAPTERS, bench_fleet
 
 CONCURRENCY = 4
 
@@ -121,40 +121,16 @@ def affinity(stack, *, adapters: int = 6, resident: int = 4, requests: int = 200
     """Two replicas, more adapters than one replica holds, a Zipf popularity (a hot adapter): random, affine and
     balanced placement on the same request sequence, in interleaved rounds (each placement once per round, in a
     shuffled order); per placement the loads per 1k requests and the median and spread of the rounds' p50/p95/p99."""
-    url = f"{stack.url}/v1/completions"
     names = THROUGHPUT_ADAPTERS[:adapters]
     rng = random.Random(7)
     weights = [1 / (rank + 1) for rank in range(adapters)]  # Zipf, s = 1
     spec = bench_fleet(replicas=2, max_loras=2, resident=resident)
     stack.restart(spec)
-    rounds_of = {p: [] for p in PLACEMENTS}
-    for _ in range(rounds):
-        sequence = rng.choices(names, weights, k=requests)
-        # Each placement starts from the residency the one before it left: shuffled orders spread that.
-        for placement in rng.sample(list(PLACEMENTS), len(PLACEMENTS)):
-            stack.swap_request_router(spec, PLACEMENTS[placement])
-            time.sleep(2)
-            loads_before = stack.counter("slmfleet_adapter_loads_total", outcome="loaded")
-            samples, wall = load(url, [completion(name) for name in sequence], concurrency)
-            time.sleep(2)  # replicas report metrics every 0.5 s
-            loads = stack.counter("slmfleet_adapter_loads_total", outcome="loaded") - loads_before
-            rounds_of[placement].append({**summary(samples, wall), "adapter_loads": int(loads)})
-    results = {}
-    for placement, rows in rounds_of.items():
-        total = sum(r["requests"] for r in rows)
-        results[placement] = {
-            "loads_per_1k_requests": round(1000 * sum(r["adapter_loads"] for r in rows) / total, 1),
-            "errors": sum(r["errors"] for r in rows),
-            **{f"{q}_ms": statistics.median(r[f"{q}_ms"] for r in rows) for q in ("p50", "p95", "p99")},
-            **{f"{q}_spread_ms": round(max(r[f"{q}_ms"] for r in rows) - min(r[f"{q}_ms"] for r in rows), 1)
-               for q in ("p50", "p95", "p99")}}
+    sequences = [[completion(name) for name in rng.choices(names, weights, k=requests)] for _ in range(rounds)]
+    results = _placement_figures(_placement_rounds(stack, spec, sequences, concurrency))
     return {"replicas": 2, "adapters": adapters, "resident_adapters_per_replica": resident,
             "requests_per_round": requests, "rounds": rounds, "concurrency": concurrency, "popularity": "zipf s=1",
-            **results,
-            "loads_random_over_balanced": round(results["random"]["loads_per_1k_requests"]
-                                                / max(results["balanced"]["loads_per_1k_requests"], 0.1), 2),
-            "p99_balanced_over_random": round(results["balanced"]["p99_ms"] / results["random"]["p99_ms"], 2),
-            "p99_affine_over_random": round(results["affine"]["p99_ms"] / results["random"]["p99_ms"], 2)}
+            **results}
 
 
 def autoscale(stack, *, users: int = 2, scale_timeout: float = 600) -> dict:
@@ -213,6 +189,101 @@ def autoscale(stack, *, users: int = 2, scale_timeout: float = 600) -> dict:
             "other_base_replicas_changed": other_changed,
             "note": "times are this machine's (2 cores): scale-up is mostly the new replica's engine start beside the "
                     "load; Ray Serve averages load over 30 s (look_back_period_s), which bounds scale-down"}
+
+
+def _placement_figures(rounds_of: dict) -> dict:
+    """Per placement: loads per 1k requests, errors, and the median and spread over rounds of p50/p95/p99; and
+    the placement ratios the issues ask for."""
+    results = {}
+    for placement, rows in rounds_of.items():
+        total = sum(r["requests"] for r in rows)
+        results[placement] = {
+            "loads_per_1k_requests": round(1000 * sum(r["adapter_loads"] for r in rows) / total, 1),
+            "errors": sum(r["errors"] for r in rows),
+            **{f"{q}_ms": statistics.median(r[f"{q}_ms"] for r in rows) for q in ("p50", "p95", "p99")},
+            **{f"{q}_spread_ms": round(max(r[f"{q}_ms"] for r in rows) - min(r[f"{q}_ms"] for r in rows), 1)
+               for q in ("p50", "p95", "p99")}}
+    return {**results,
+            "loads_random_over_balanced": round(results["random"]["loads_per_1k_requests"]
+                                                / max(results["balanced"]["loads_per_1k_requests"], 0.1), 2),
+            "p99_balanced_over_random": round(results["balanced"]["p99_ms"] / results["random"]["p99_ms"], 2),
+            "p99_affine_over_random": round(results["affine"]["p99_ms"] / results["random"]["p99_ms"], 2)}
+
+
+def _placement_rounds(stack, spec: dict, sequences: list[list[dict]], concurrency: int) -> dict:
+    """Each request sequence once per placement, the placements in a shuffled order per round (each starts
+    from the residency the one before it left: shuffling spreads that); a load summary per round with the
+    adapter loads it caused."""
+    url = f"{stack.url}/v1/completions"
+    rng = random.Random(11)
+    rounds_of = {p: [] for p in PLACEMENTS}
+    for bodies in sequences:
+        for placement in rng.sample(list(PLACEMENTS), len(PLACEMENTS)):
+            stack.swap_request_router(spec, PLACEMENTS[placement])
+            time.sleep(2)
+            loads_before = stack.counter("slmfleet_adapter_loads_total", outcome="loaded")
+            samples, wall = load(url, bodies, concurrency)
+            time.sleep(2)  # replicas report metrics every 0.5 s
+            loads = stack.counter("slmfleet_adapter_loads_total", outcome="loaded") - loads_before
+            rounds_of[placement].append({**summary(samples, wall), "adapter_loads": int(loads)})
+    return rounds_of
+
+
+def scale(stack, *, replicas: int = 2, requests: int = 200, rounds: int = 5, concurrency: int = 8,
+          few: int = 5) -> dict:
+    """The scale fleet (serving.local.scale_fleet: three families, 48 adapter versions, fewer slots per replica
+    than versions in use) at ``replicas`` per base. (1) Throughput through the fleet vs Ray Serve LLM's own
+    ingress over the same deployments, for traffic spread evenly over all 48 versions and over ``few``, in
+    interleaved rounds. (2) Random, affine and balanced placement on the same Zipf request sequences, in
+    interleaved rounds of ``requests``."""
+    from serving.adapters.store import AdapterStore
+    from serving.local import family_assets, scale_fleet
+    from serving.local.demo import ensure_assets
+
+    assets = ensure_assets(ROOT / ".demo" / "assets")
+    families = family_assets.ensure(ROOT / ".demo" / "families", assets["base"])["families"]
+    scale_fleet.stage(AdapterStore(), families, BUCKET)
+    spec = scale_fleet.scale_fleet(BUCKET, replicas=replicas, cpu=0.25)
+    routes = scale_fleet.adapter_routes(spec)
+    base_of = {a["name"]: a["baseModel"] for a in spec["adapters"]}
+    # ``few`` versions spread over the bases (the routes are grouped by base: take every base's first ones).
+    by_base = [[r for r in routes if base_of[r] == b] for b in scale_fleet.SCALE_BASES]
+    mixes = {len(routes): routes, few: [r for group in zip(*by_base) for r in group][:few]}
+    paths = {"fleet": (f"{stack.url}/v1/completions", lambda route: route),
+             "ray_serve_llm": (f"{stack.direct_url}/v1/completions", lambda route: f"{base_of[route]}:{route}@v1")}
+    try:
+        stack.restart(spec)
+        load(paths["fleet"][0], [completion(r) for r in routes], concurrency)  # every version once: warm
+        rng = random.Random(5)
+        cells = {(path, n): [] for path in paths for n in mixes}
+        for _ in range(rounds):
+            for path, n in rng.sample(list(cells), len(cells)):
+                url, model = paths[path]
+                bodies = [completion(model(mixes[n][i % n])) for i in range(requests)]
+                cells[(path, n)].append(load(url, bodies, concurrency))
+
+        def total(path, n):
+            return summary([s for samples, _ in cells[(path, n)] for s in samples],
+                           sum(wall for _, wall in cells[(path, n)]))
+
+        many = len(routes)
+        throughput = {path: {f"adapters_{n}": total(path, n) for n in mixes} for path in paths}
+        zipf = scale_fleet.zipf_weights(routes)
+        sequences = [[completion(r) for r in scale_fleet.zipf_sequence(zipf, requests, rng)] for _ in range(rounds)]
+        placement = _placement_figures(_placement_rounds(stack, spec, sequences, concurrency))
+    finally:
+        stack.restart(bench_fleet())
+
+    def rate(path, n):
+        return throughput[path][f"adapters_{n}"]["tokens_per_second"]
+
+    return {"bases": len(spec["baseModels"]), "adapters": many, "replicas_per_base": replicas,
+            "max_loras": scale_fleet.MAX_LORAS, "resident_adapters_per_replica": scale_fleet.RESIDENT,
+            "requests_per_round": requests, "rounds": rounds, "concurrency": concurrency, **throughput,
+            "fleet_over_ray_serve_llm_throughput": round(rate("fleet", many) / rate("ray_serve_llm", many), 3),
+            f"fleet_over_ray_serve_llm_throughput_{few}": round(rate("fleet", few) / rate("ray_serve_llm", few), 3),
+            f"throughput_{many}_over_{few}": round(rate("ray_serve_llm", many) / rate("ray_serve_llm", few), 3),
+            "popularity": "zipf s=1 over all versions", **placement}
 
 
 # affinity last: it redeploys the fleet with two replicas.
@@ -392,4 +463,4 @@ def faults(stack) -> dict:
 
 STACK_BENCHMARKS = {"router_overhead": router_overhead, "multi_adapter": multi_adapter, "cold_load": cold_load,
                     "affinity": affinity, "cascade": cascade, "agents": agents, "flywheel": flywheel,
-                    "faults": faults, "autoscale": autoscale}
+                    "faults": faults, "autoscale": autoscale, "scale": scale}

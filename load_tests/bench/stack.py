@@ -50,8 +50,13 @@ def bench_fleet(replicas: int = 1, max_loras: int = MAX_LORAS, resident: int = 8
     }
 
 
-DIRECT_APP = {"name": "direct", "route_prefix": "/direct", "import_path": "load_tests.bench.direct:app",
-              "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
+def direct_app(bases: list[str]) -> dict:
+    """The ``direct`` application (load_tests/bench/direct.py) over the fleet's ``bases``."""
+    return {"name": "direct", "route_prefix": "/direct", "import_path": "load_tests.bench.direct:build",
+            "args": {"bases": list(bases)}, "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
+
+
+DIRECT_APP = direct_app([BASE])
 
 
 class Stack:
@@ -61,27 +66,28 @@ class Stack:
         """The TCP proxy the fleet reaches S3 through (the faults benchmark takes S3 away with it)."""
         self.direct_url = f"{url}/direct"
 
-    def redeploy(self, spec_data: dict) -> None:
-        local_runtime.deploy(parse_fleet(spec_data), port=self.port, extra_apps=(DIRECT_APP,))
+    def redeploy(self, spec_data: dict, *, overrides: dict | None = None) -> None:
+        """Deploy ``spec_data`` in place, with the ``direct`` application over its bases."""
+        spec = parse_fleet(spec_data)
+        local_runtime.deploy(spec, port=self.port, extra_apps=(direct_app([b.name for b in spec.base_models]),),
+                             overrides=overrides)
         self.spec_data = spec_data
 
-    def restart(self, spec_data: dict, *, request_router: str | None = None) -> None:
+    def restart(self, spec_data: dict) -> None:
         """Deploy the fleet from scratch: callers' handles pick their request router only once."""
         from ray import serve
 
-        from serving.render.serve_config import APP_NAME, base_deployment_name
+        from serving.render.serve_config import APP_NAME
 
+        serve.delete("direct")
         serve.delete(APP_NAME)
-        overrides = {}
-        if request_router:
-            overrides[base_deployment_name(BASE)] = {"request_router_config": {"request_router_class": request_router}}
-        local_runtime.deploy(parse_fleet(spec_data), port=self.port, overrides=overrides)
-        self.spec_data = spec_data
+        self.redeploy(spec_data)
 
     def swap_request_router(self, spec_data: dict, request_router: str | None) -> None:
-        """Give the base deployment another request router without restarting its engines (their resident
-        adapters stay): the config changes in place, and the fleet router's replica, whose handles picked their
-        request router when they were made, is killed so that Serve starts a new one with new handles."""
+        """Give every base deployment another request router (``None``: the fleet's own) without restarting
+        their engines (their resident adapters stay): the config changes in place, and the replicas of the fleet
+        router and of ``direct``, whose handles picked their request router when they were made, are killed so
+        that Serve starts new ones with new handles."""
         import os
         import signal
         import time
@@ -92,19 +98,18 @@ class Stack:
         from serving.render.serve_config import ROUTER_DEPLOYMENT, base_deployment_name, request_router_config
 
         spec = parse_fleet(spec_data)
-        router = (request_router_config(spec.base_models[0]) if request_router is None
-                  else {"request_router_class": request_router})
-        local_runtime.deploy(spec, port=self.port, extra_apps=(DIRECT_APP,),
-                             overrides={base_deployment_name(BASE): {"request_router_config": router}})
-        self.spec_data = spec_data
-        before = set(replica_pids(ROUTER_DEPLOYMENT))
+        self.redeploy(spec_data, overrides={base_deployment_name(b.name): {"request_router_config": (
+            request_router_config(b) if request_router is None else {"request_router_class": request_router})}
+            for b in spec.base_models})
+        before = set(replica_pids(ROUTER_DEPLOYMENT)) | set(replica_pids("DirectIngress", app="direct"))
         for pid in before:
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            fresh = set(replica_pids(ROUTER_DEPLOYMENT)) - before
+            fresh_router = set(replica_pids(ROUTER_DEPLOYMENT)) - before
+            fresh_direct = set(replica_pids("DirectIngress", app="direct")) - before
             try:
-                if fresh and httpx.get(f"{self.url}/readyz", timeout=10).status_code == 200:
+                if fresh_router and fresh_direct and httpx.get(f"{self.url}/readyz", timeout=10).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -54,6 +54,15 @@ def duration_seconds(text: str) -> int:
     return int(text[:-1]) * _DURATION_UNITS[text[-1]]
 
 
+MEMORY_PATTERN = r"^[1-9][0-9]*(Ki|Mi|Gi|Ti)$"
+_MEMORY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def memory_bytes(text: str) -> int:
+    """``"256Mi"``, ``"4Gi"`` in bytes (the Kubernetes binary quantities MEMORY_PATTERN admits)."""
+    return int(text[:-2]) * _MEMORY_UNITS[text[-2:]]
+
+
 def check_regex_and_schema(regex: str | None, schema: dict | None) -> None:
     if regex is not None:
         try:

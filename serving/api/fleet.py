@@ -24,11 +24,13 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from serving.api.capture import CaptureSpec
 from serving.api.fields import (
     DURATION_PATTERN,
+    MEMORY_PATTERN,
     NAME_PATTERN,
     SHA256_PATTERN,
     VERSION_PATTERN,
     SpecModel,
     duration_seconds,
+    memory_bytes,
     parse_s3_uri,
     version_label,
 )
@@ -78,6 +80,12 @@ class EngineSettings(SpecModel):
     max_model_len: int | None = Field(
         None, ge=16,
         description="Context length (prompt + completion tokens). Defaults to the model's own.",
+    )
+    kv_cache_memory: str | None = Field(
+        None, pattern=MEMORY_PATTERN,
+        description="Memory for each replica's KV cache (vLLM kv_cache_memory_bytes), e.g. 256Mi or 4Gi. Unset, "
+        "vLLM sizes it: from gpu_memory_utilization on a GPU, from VLLM_CPU_KVCACHE_SPACE (GiB) on CPU. A small "
+        "base with a short context needs little: set it to fit more engines on a machine.",
     )
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         "auto", description="Weight and activation dtype; 'auto' takes the model's."
@@ -169,6 +177,10 @@ class EngineSettings(SpecModel):
         if self.enable_auto_tool_choice is None:
             return self.tool_call_parser is not None
         return self.enable_auto_tool_choice
+
+    @property
+    def kv_cache_bytes(self) -> int | None:
+        return memory_bytes(self.kv_cache_memory) if self.kv_cache_memory else None
 
     @property
     def resident_adapters(self) -> int:

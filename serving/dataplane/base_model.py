@@ -37,6 +37,11 @@ class FleetLLMServer(EngineServerBase):
         self._started_at = time.time()
         self.metrics = Recorder("engine")
         self._resident: set[str] = set()
+        if llm_config.engine_kwargs.get("kv_cache_memory_bytes") is not None:
+            # vLLM's CPU platform lets a set VLLM_CPU_KVCACHE_SPACE (GiB, machine-wide) override
+            # kv_cache_memory_bytes, and an empty one crashes its workers: the spec's size must win,
+            # so this replica (and the engine processes it spawns) runs without it.
+            os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
         await super().__init__(llm_config, model_downloader=functools.partial(FleetAdapterLoader, server=self))
         self.metrics.set("slmfleet_adapters_resident", 0, base_model=self.base.name)
 

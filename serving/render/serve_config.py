@@ -126,6 +126,8 @@ def llm_config_dict(base: BaseModelSpec) -> dict:
     }
     if e.max_model_len is not None:
         engine_kwargs["max_model_len"] = e.max_model_len
+    if e.kv_cache_bytes is not None:
+        engine_kwargs["kv_cache_memory_bytes"] = e.kv_cache_bytes
     # Tool calling and templates are vLLM frontend settings; Ray Serve LLM sorts engine_kwargs into
     # engine and frontend arguments by name.
     if e.tool_call_parser is not None:

@@ -1,3 +1,4 @@
+import pytest
 from ray.serve.schema import ServeDeploySchema
 
 from serving.api.fleet import parse_fleet
@@ -82,16 +83,23 @@ def test_llm_config_for_cpu_and_gpu_bases():
     assert cpu["model_loading_config"] == {"model_id": "tiny-llama", "model_source": {"bucket_uri": "s3://models/tiny-llama"}}
     assert cpu["engine_kwargs"]["max_loras"] == 2 and cpu["engine_kwargs"]["max_lora_rank"] == 8
     assert cpu["placement_group_config"] == {"bundles": [{"CPU": 1}]}
+    assert "kv_cache_memory_bytes" not in cpu["engine_kwargs"]
     gpu = llm_config_dict(spec.base("tiny-qwen"))
     assert gpu["model_loading_config"]["model_source"] == "/models/tiny-qwen"
     assert gpu["engine_kwargs"]["tensor_parallel_size"] == 2
     assert gpu["placement_group_config"]["bundles"] == [{"GPU": 1, "CPU": 4}, {"GPU": 1}]
 
 
-def test_llm_config_is_accepted_by_ray_serve_llm():
+def test_kv_cache_memory_is_sized_in_bytes():
+    config = llm_config_dict(parse_fleet(fleet(**{"baseModels.0.engine.kvCacheMemory": "64Mi"})).base("tiny-llama"))
+    assert config["engine_kwargs"]["kv_cache_memory_bytes"] == 64 * 2**20
+
+
+@pytest.mark.parametrize("changes", [{}, {"baseModels.0.engine.kvCacheMemory": "2Gi"}])
+def test_llm_config_is_accepted_by_ray_serve_llm(changes):
     from ray.serve.llm import LLMConfig
 
-    LLMConfig(**llm_config_dict(parse_fleet(fleet()).base("tiny-llama")))
+    LLMConfig(**llm_config_dict(parse_fleet(fleet(**changes)).base("tiny-llama")))
 
 
 def test_serve_config_command_names_the_application_and_its_route_prefix(capsys):

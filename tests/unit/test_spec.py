@@ -1,6 +1,6 @@
 import pytest
 
-from serving.api.fields import parse_s3_uri
+from serving.api.fields import memory_bytes, parse_s3_uri
 from serving.api.fleet import FleetSpec, parse_fleet
 from serving.api.problems import FleetSpecError
 from tests.unit.fleets import DELETE, FLEET, fleet
@@ -50,6 +50,10 @@ BROKEN = [
      "baseModels[0].engine.maxLoraRank", "not a rank vLLM supports"),
     ("cpu loras below gpu loras", {"baseModels.0.engine.maxCpuLoras": 1},
      "baseModels[0].engine", "maxCpuLoras (1) must be >= maxLoras (2)"),
+    ("kv cache memory without a unit", {"baseModels.0.engine.kvCacheMemory": "256"},
+     "baseModels[0].engine.kvCacheMemory", "String should match pattern"),
+    ("kv cache memory in decimal units", {"baseModels.0.engine.kvCacheMemory": "256M"},
+     "baseModels[0].engine.kvCacheMemory", "String should match pattern"),
     ("min above max replicas", {"baseModels.0.autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
      "baseModels[0].autoscaling", "minReplicas (3) must be <= maxReplicas (2)"),
     ("downscale delay not a duration", {"baseModels.0.autoscaling": {"downscaleDelay": "600"}},
@@ -102,3 +106,9 @@ def test_parse_s3_uri(uri, expected):
 def test_parse_s3_uri_rejects(uri):
     with pytest.raises(ValueError, match="not an S3 URI"):
         parse_s3_uri(uri)
+
+
+@pytest.mark.parametrize("text,expected", [("64Mi", 64 * 2**20), ("4Gi", 4 * 2**30), ("512Ki", 512 * 2**10),
+                                           ("1Ti", 2**40)])
+def test_memory_bytes(text, expected):
+    assert memory_bytes(text) == expected
