@@ -143,7 +143,9 @@ def _stage(assets: dict) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(port: int = 8700, metrics_port: int = 8701, num_cpus: int = 4):
+def running_stack(port: int = 8700, metrics_port: int = 8701, num_cpus: int = 12):
+    # Logical CPUs on 2 cores: a base replica takes its resources.cpu plus 1 (its own), and the scale benchmark
+    # runs six base replicas of 0.25 CPU beside the routers.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     assets = ensure_assets(ROOT / ".demo" / "assets")
     with local_s3() as s3_url:
