@@ -65,11 +65,20 @@ def _test_fleet() -> dict:
     return spec
 
 
+HEAVY_LAST = ("test_autoscaling.py", "test_families.py")
+"""Modules that load the machine most (a second replica under Locust; a second Serve application of three
+engines at a time): they run after the other stack tests. Run mid-session (CI, stop 28), the tests after them
+that wait on Prometheus, rollouts and cold loads timed out."""
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test under tests/stack is a ``stack`` test: ``pytest -m "not stack"`` leaves them out."""
+    """Every test under tests/stack is a ``stack`` test: ``pytest -m "not stack"`` leaves them out. The
+    HEAVY_LAST modules go last, in that order (a stable sort keeps every other test where it was)."""
     for item in items:
         if item.path.is_relative_to(Path(__file__).parent):
             item.add_marker(pytest.mark.stack)
+    items.sort(key=lambda item: (HEAVY_LAST.index(item.path.name) + 1 if item.path.is_relative_to(
+        Path(__file__).parent) and item.path.name in HEAVY_LAST else 0))
 
 
 class Fleet:
