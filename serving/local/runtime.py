@@ -60,6 +60,7 @@ def deploy(spec: FleetSpec, *, host: str = "127.0.0.1", port: int = 8000, timeou
     client.deploy_apps(ServeDeploySchema.model_validate(config))
     for app in config["applications"]:
         wait_running(app["name"], timeout_s=timeout_s)
+    wait_deleted({app["name"] for app in config["applications"]}, timeout_s=timeout_s)
     return config
 
 
@@ -90,6 +91,18 @@ def wait_running(app_name: str, *, timeout_s: float) -> None:
                 raise DeployError("fleet failed to deploy: " + "; ".join(unhealthy))
         time.sleep(1)
     raise DeployError(f"fleet not running after {timeout_s:.0f}s")
+
+
+def wait_deleted(keep: set[str], *, timeout_s: float) -> None:
+    """Wait until Serve holds no application but ``keep``. Serve deletes the applications a config drops in the
+    background: until their replicas have stopped, their engines still take the machine's memory and CPU."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while dropped := sorted(set(serve.status().applications) - keep):
+        if time.monotonic() > deadline:
+            raise DeployError(f"applications {dropped} not deleted after {timeout_s:.0f}s")
+        time.sleep(1)
 
 
 def shutdown() -> None:

@@ -74,11 +74,12 @@ that wait on Prometheus, rollouts and cold loads timed out."""
 def pytest_collection_modifyitems(config, items):
     """Every test under tests/stack is a ``stack`` test: ``pytest -m "not stack"`` leaves them out. The
     HEAVY_LAST modules go last, in that order (a stable sort keeps every other test where it was)."""
+    here = Path(__file__).parent
     for item in items:
-        if item.path.is_relative_to(Path(__file__).parent):
+        if item.path.is_relative_to(here):
             item.add_marker(pytest.mark.stack)
-    items.sort(key=lambda item: (HEAVY_LAST.index(item.path.name) + 1 if item.path.is_relative_to(
-        Path(__file__).parent) and item.path.name in HEAVY_LAST else 0))
+    heavy = [here / name for name in HEAVY_LAST]
+    items.sort(key=lambda item: heavy.index(item.path) + 1 if item.path in heavy else 0)
 
 
 class Fleet:

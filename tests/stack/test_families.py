@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from ray.serve import status as serve_status
 
 from serving.adapters.store import AdapterStore
 from serving.api.fleet import parse_fleet
@@ -39,7 +38,6 @@ from serving.local.scale_fleet import (
 )
 from serving.render.serve_config import serve_config
 from tests.stack.conftest import ASSETS, BUCKET
-from tests.waiting import eventually
 
 PROMPT = "red green blue"
 APP, PREFIX = "families", "/families"
@@ -73,10 +71,7 @@ def families(fleet, assets):
             deployed[:] = [batch]
 
     yield serve
-    fleet.deploy(fleet.spec_data)  # without the families application
-    # Serve deletes it in the background: wait until its replicas (three engines) have stopped.
-    eventually(lambda: APP not in serve_status().applications, timeout=180,
-               message="the families application was not deleted")
+    fleet.deploy(fleet.spec_data)  # without the families application (deploy waits until it is deleted)
 
 
 def test_the_scale_fleet_serves_zipf_traffic_over_its_48_versions(families, fleet, client):
