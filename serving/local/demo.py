@@ -36,15 +36,15 @@ def with_capture(spec: FleetSpec) -> FleetSpec:
 def ensure_assets(assets: str | Path) -> dict:
     """The generated model and adapters under ``assets``: made on first use, and again whenever the
     generator (its code or the training libraries' versions) changed since."""
-    from serving.local.demo_assets import generate, generator_key
+    from serving.local import demo_assets
 
     summary_file = Path(assets) / "assets.json"
     if summary_file.is_file():
         summary = json.loads(summary_file.read_text())
-        if summary.get("generator") == generator_key():
+        if summary.get("generator") == demo_assets.generator_key():
             return summary
     print(f"generating a tiny base model and adapters in {assets} (about six minutes on 2 cores, once)...", flush=True)
-    return generate(assets)
+    return demo_assets.generate_in_child(assets)
 
 
 def stage(spec: FleetSpec, summary: dict, store: AdapterStore) -> None:

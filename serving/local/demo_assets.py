@@ -767,7 +767,23 @@ def generate(out_dir: str | Path, *, copy_steps: int = 1000, base_steps: int = 8
     return summary
 
 
-if __name__ == "__main__":  # pragma: no cover - handy for quick local runs
+def generate_in_child(out_dir: str | Path) -> dict:
+    """:func:`generate` in a fresh interpreter, so the assets depend on nothing the calling process did.
+
+    In-process they did not: in CI, generated in the pytest process after the unit tests had run there (one
+    imports vLLM), the same generator key gave weights whose shout adapter made 3 valid tool calls in 20
+    held-out tool requests (the flywheel test's first tier, which must make none); generated alone, byte for
+    byte the same weights each time, and none.
+    """
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "serving.local.demo_assets", str(out_dir)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return json.loads((Path(out_dir) / "assets.json").read_text())
+
+
+if __name__ == "__main__":  # what generate_in_child runs
     import sys
 
     print(json.dumps(generate(sys.argv[1] if len(sys.argv) > 1 else "demo-assets"), indent=2))

@@ -17,7 +17,7 @@ def test_assets_are_reused_only_while_their_generator_is_the_same(tmp_path, monk
         (tmp_path / "assets.json").write_text(json.dumps(summary))
         return summary
 
-    monkeypatch.setattr(demo_assets, "generate", generate)
+    monkeypatch.setattr(demo_assets, "generate_in_child", generate)
     ensure_assets(tmp_path)
     ensure_assets(tmp_path)
     assert len(made) == 1
