@@ -31,9 +31,14 @@ def test_the_loop_closes(session_serving, fleet, s3, tmp_path):
     # Around the session's fleet: serving the loop's fleet, and the session's afterwards, restarts no engine.
     figures = run_loop(workdir=tmp_path, assets=ASSETS, serving=session_serving, s3_url=s3, around=fleet.spec_data,
                        log=log)
-    assert figures["first_tier_share_before"] <= 0.1  # the first tier cannot call tools...
+    # The first tier barely calls tools: 0 of 20 held-out tool requests when the stack tests run alone, 3 of 20
+    # in full-suite runs (CI and its rehearsal, 2026-12-07) with the same generated weights, byte for byte: the
+    # session engine, after every test before this one, decodes some of the shout adapter's near-tied tokens
+    # otherwise...
+    assert figures["first_tier_share_before"] <= 0.25
     assert figures["promoted"] is True, figures["rollout"]  # ...the canary of the trained version held up...
-    assert figures["first_tier_share_after"] >= 0.7  # ...and now answers held-out tool requests itself
+    assert figures["first_tier_share_after"] >= 0.7  # ...and now answers held-out tool requests itself...
+    assert figures["first_tier_share_after"] - figures["first_tier_share_before"] >= 0.5  # ...which it did not
     assert figures["first_tier_share_other_tasks_after"] >= figures["first_tier_share_other_tasks_before"] - 0.15
     assert any("2 cluster(s)" in line for line in lines)
     # The canary shadowed live requests before its first step: copies answered unseen, judged, labelled apart.
