@@ -461,6 +461,13 @@ def faults(stack) -> dict:
     return run(stack)
 
 
+def path(stack) -> dict:
+    """The fleet, Ray Serve LLM's own ingress and vLLM's own server alone, hop by hop (load_tests/bench/path.py)."""
+    from load_tests.bench.path import path as run
+
+    return run(stack)
+
+
 STACK_BENCHMARKS = {"router_overhead": router_overhead, "multi_adapter": multi_adapter, "cold_load": cold_load,
                     "affinity": affinity, "cascade": cascade, "agents": agents, "flywheel": flywheel,
-                    "faults": faults, "autoscale": autoscale, "scale": scale}
+                    "faults": faults, "autoscale": autoscale, "scale": scale, "path": path}

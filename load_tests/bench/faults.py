@@ -15,22 +15,19 @@ In one run, on the bench fleet (docs/benchmarks.md, "faults"):
 from __future__ import annotations
 
 import asyncio
-import copy
 import os
 import signal
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import psutil
 
 from load_tests.bench.measure import percentile
 from load_tests.bench.processes import replica_pids  # noqa: F401 - the tests import it from here too
-from load_tests.bench.stack import BASE, DIRECT_APP, ROOT, bench_fleet
+from load_tests.bench.stack import BASE, DIRECT_APP, ROOT, bench_fleet, with_tenant
 from serving.api.fleet import parse_fleet
-from serving.api.keys import format_keys, key_sha256, new_entry, new_key
+from serving.api.keys import key_sha256
 from serving.local import runtime as local_runtime
 from serving.render.serve_config import base_deployment_name
 
@@ -82,13 +79,7 @@ def send_all(url, bodies, concurrency, headers=None, pace_s=0.0, stop=None):
 
 
 def limiter(stack, *, rounds: int = 8, per_round: int = 40, concurrency: int = 4) -> dict:
-    key = new_key()
-    keys = Path(tempfile.mkdtemp(prefix="slmfleet-bench-keys-")) / "keys.yaml"
-    keys.write_text(format_keys([new_entry("bench", key)]))
-    tenanted = copy.deepcopy(stack.spec_data)
-    # Limits that never bind here, so every request takes the limiter's whole path (leases, settling).
-    tenanted["tenants"] = [{"name": "bench", "routes": ["*"], "requestsPerMinute": 10_000_000,
-                            "tokensPerMinute": 10_000_000_000, "budget": {"tokens": 10**15, "period": "month"}}]
+    tenanted, keys, key = with_tenant(stack.spec_data)
     second = {"name": SECOND_APP, "route_prefix": f"/{SECOND_APP}", "import_path": "load_tests.bench.second_router:app",
               "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}},
               "deployments": [{"name": "SecondRouter", "num_replicas": 2, "user_config": {

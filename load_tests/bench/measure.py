@@ -64,10 +64,11 @@ async def send(client: httpx.AsyncClient, url: str, body: dict) -> Sample:
     return Sample(True, time.perf_counter() - started, ttft, tokens)
 
 
-async def _load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[Sample], float]:
+async def _load(url: str, bodies: list[dict], concurrency: int,
+                headers: dict | None) -> tuple[list[Sample], float]:
     queue = list(reversed(bodies))
     samples: list[Sample] = []
-    async with httpx.AsyncClient(timeout=300) as client:
+    async with httpx.AsyncClient(timeout=300, headers=headers) as client:
         async def worker():
             while queue:
                 samples.append(await send(client, url, queue.pop()))
@@ -77,9 +78,11 @@ async def _load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[Sa
         return samples, time.perf_counter() - started
 
 
-def load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[Sample], float]:
-    """Send ``bodies`` to ``url`` with ``concurrency`` in flight; the samples and the wall time."""
-    return asyncio.run(_load(url, bodies, concurrency))
+def load(url: str, bodies: list[dict], concurrency: int,
+         headers: dict | None = None) -> tuple[list[Sample], float]:
+    """Send ``bodies`` to ``url`` with ``concurrency`` in flight (and ``headers``, e.g. a tenant's key); the
+    samples and the wall time."""
+    return asyncio.run(_load(url, bodies, concurrency, headers))
 
 
 def summary(samples: list[Sample], wall: float) -> dict:

@@ -59,6 +59,23 @@ def direct_app(bases: list[str]) -> dict:
 DIRECT_APP = direct_app([BASE])
 
 
+def with_tenant(spec_data: dict) -> tuple[dict, Path, str]:
+    """``spec_data`` with a tenant ``bench`` whose limits never bind, so that every request takes the key check and
+    the limiter's whole path (leases, settling); its keys file and its key."""
+    import copy
+    import tempfile
+
+    from serving.api.keys import format_keys, new_entry, new_key
+
+    key = new_key()
+    keys = Path(tempfile.mkdtemp(prefix="slmfleet-bench-keys-")) / "keys.yaml"
+    keys.write_text(format_keys([new_entry("bench", key)]))
+    tenanted = copy.deepcopy(spec_data)
+    tenanted["tenants"] = [{"name": "bench", "routes": ["*"], "requestsPerMinute": 10_000_000,
+                            "tokensPerMinute": 10_000_000_000, "budget": {"tokens": 10**15, "period": "month"}}]
+    return tenanted, keys, key
+
+
 class Stack:
     def __init__(self, url: str, spec_data: dict, metrics_url: str, s3_proxy=None):
         self.url, self.spec_data, self.metrics_url = url, spec_data, metrics_url
@@ -66,11 +83,13 @@ class Stack:
         """The TCP proxy the fleet reaches S3 through (the faults benchmark takes S3 away with it)."""
         self.direct_url = f"{url}/direct"
 
-    def redeploy(self, spec_data: dict, *, overrides: dict | None = None) -> None:
-        """Deploy ``spec_data`` in place, with the ``direct`` application over its bases."""
+    def redeploy(self, spec_data: dict, *, overrides: dict | None = None, extra_apps: tuple[dict, ...] = (),
+                 keys_file: str | None = None) -> None:
+        """Deploy ``spec_data`` in place, with the ``direct`` application over its bases (and ``extra_apps``);
+        ``keys_file`` holds the tenants' keys of a spec with tenants."""
         spec = parse_fleet(spec_data)
-        local_runtime.deploy(spec, port=self.port, extra_apps=(direct_app([b.name for b in spec.base_models]),),
-                             overrides=overrides)
+        local_runtime.deploy(spec, port=self.port, overrides=overrides, keys_file=keys_file,
+                             extra_apps=(direct_app([b.name for b in spec.base_models]), *extra_apps))
         self.spec_data = spec_data
 
     def restart(self, spec_data: dict) -> None:

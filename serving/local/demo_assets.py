@@ -768,13 +768,9 @@ def generate(out_dir: str | Path, *, copy_steps: int = 1000, base_steps: int = 8
 
 
 def generate_in_child(out_dir: str | Path) -> dict:
-    """:func:`generate` in a fresh interpreter, so the assets depend on nothing the calling process did.
-
-    In-process they did not: in CI, generated in the pytest process after the unit tests had run there (one
-    imports vLLM), the same generator key gave weights whose shout adapter made 3 valid tool calls in 20
-    held-out tool requests (the flywheel test's first tier, which must make none); generated alone, byte for
-    byte the same weights each time, and none.
-    """
+    """:func:`generate` in a fresh interpreter, so the assets depend on nothing the calling process did (its
+    imported libraries' global settings, thread pools). Made so, they came out byte for byte the same in the
+    test session after its unit tests and from a shell (2026-12-07)."""
     import subprocess
     import sys
 
