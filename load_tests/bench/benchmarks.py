@@ -16,6 +16,7 @@ import time
 
 from load_tests.bench.measure import completion, load, summary
 from load_tests.bench.stack import BASE, BUCKET, COLD_ADAPTERS, MAX_LORAS, ROOT, THROUGHPUT_ADAPTERS, bench_fleet
+from load_tests.bench.switch_router import set_mode
 
 CONCURRENCY = 4
 
@@ -109,11 +110,10 @@ def cold_load(stack) -> dict:
             "errors": c["errors"] + w["errors"]}
 
 
-PLACEMENTS = {"random": "load_tests.bench.random_router:RandomPlacementRouter",
-              "affine": "ray.serve._private.request_router:PowerOfTwoChoicesRequestRouter",
-              "balanced": None}
-"""Request routers compared: random placement; Ray Serve's default (prefers replicas holding the adapter:
-``affine``); the fleet's (serving.policy.placement, residency weighed against queue length: ``balanced``)."""
+PLACEMENTS = ("random", "affine", "balanced")
+"""Placements compared (load_tests/bench/switch_router.py): random; Ray Serve's default, which prefers replicas
+holding the adapter (``affine``); the fleet's (serving.policy.placement, residency weighed against queue length:
+``balanced``)."""
 
 
 def affinity(stack, *, adapters: int = 6, resident: int = 4, requests: int = 200, rounds: int = 5,
@@ -125,9 +125,9 @@ def affinity(stack, *, adapters: int = 6, resident: int = 4, requests: int = 200
     rng = random.Random(7)
     weights = [1 / (rank + 1) for rank in range(adapters)]  # Zipf, s = 1
     spec = bench_fleet(replicas=2, max_loras=2, resident=resident)
-    stack.restart(spec)
+    stack.restart(spec, placement_switch=True)
     sequences = [[completion(name) for name in rng.choices(names, weights, k=requests)] for _ in range(rounds)]
-    results = _placement_figures(_placement_rounds(stack, spec, sequences, concurrency))
+    results = _placement_figures(_placement_rounds(stack, sequences, concurrency))
     return {"replicas": 2, "adapters": adapters, "resident_adapters_per_replica": resident,
             "requests_per_round": requests, "rounds": rounds, "concurrency": concurrency, "popularity": "zipf s=1",
             **results}
@@ -210,17 +210,17 @@ def _placement_figures(rounds_of: dict) -> dict:
             "p99_affine_over_random": round(results["affine"]["p99_ms"] / results["random"]["p99_ms"], 2)}
 
 
-def _placement_rounds(stack, spec: dict, sequences: list[list[dict]], concurrency: int) -> dict:
+def _placement_rounds(stack, sequences: list[list[dict]], concurrency: int) -> dict:
     """Each request sequence once per placement, the placements in a shuffled order per round (each starts
     from the residency the one before it left: shuffling spreads that); a load summary per round with the
-    adapter loads it caused."""
+    adapter loads it caused. The fleet runs with the bench's switchable request router (``stack.restart(...,
+    placement_switch=True)``), so the engines and their resident adapters stay across switches."""
     url = f"{stack.url}/v1/completions"
     rng = random.Random(11)
     rounds_of = {p: [] for p in PLACEMENTS}
     for bodies in sequences:
-        for placement in rng.sample(list(PLACEMENTS), len(PLACEMENTS)):
-            stack.swap_request_router(spec, PLACEMENTS[placement])
-            time.sleep(2)
+        for placement in rng.sample(PLACEMENTS, len(PLACEMENTS)):
+            set_mode(placement)
             loads_before = stack.counter("slmfleet_adapter_loads_total", outcome="loaded")
             samples, wall = load(url, bodies, concurrency)
             time.sleep(2)  # replicas report metrics every 0.5 s
@@ -252,7 +252,7 @@ def scale(stack, *, replicas: int = 2, requests: int = 200, rounds: int = 5, con
     paths = {"fleet": (f"{stack.url}/v1/completions", lambda route: route),
              "ray_serve_llm": (f"{stack.direct_url}/v1/completions", lambda route: f"{base_of[route]}:{route}@v1")}
     try:
-        stack.restart(spec)
+        stack.restart(spec, placement_switch=True)
         load(paths["fleet"][0], [completion(r) for r in routes], concurrency)  # every version once: warm
         rng = random.Random(5)
         cells = {(path, n): [] for path in paths for n in mixes}
@@ -270,7 +270,7 @@ def scale(stack, *, replicas: int = 2, requests: int = 200, rounds: int = 5, con
         throughput = {path: {f"adapters_{n}": total(path, n) for n in mixes} for path in paths}
         zipf = scale_fleet.zipf_weights(routes)
         sequences = [[completion(r) for r in scale_fleet.zipf_sequence(zipf, requests, rng)] for _ in range(rounds)]
-        placement = _placement_figures(_placement_rounds(stack, spec, sequences, concurrency))
+        placement = _placement_figures(_placement_rounds(stack, sequences, concurrency))
     finally:
         stack.restart(bench_fleet())
 

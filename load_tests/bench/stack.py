@@ -92,48 +92,25 @@ class Stack:
                              extra_apps=(direct_app([b.name for b in spec.base_models]), *extra_apps))
         self.spec_data = spec_data
 
-    def restart(self, spec_data: dict) -> None:
-        """Deploy the fleet from scratch: callers' handles pick their request router only once."""
+    def restart(self, spec_data: dict, *, placement_switch: bool = False) -> None:
+        """Deploy the fleet from scratch: callers' handles pick their request router only once. With
+        ``placement_switch`` every base deployment gets the bench's switchable request router
+        (load_tests/bench/switch_router.py), whose placement ``switch_router.set_mode`` changes in place."""
         from ray import serve
 
-        from serving.render.serve_config import APP_NAME
+        from serving.render.serve_config import APP_NAME, base_deployment_name, request_router_config
 
         serve.delete("direct")
         serve.delete(APP_NAME)
-        self.redeploy(spec_data)
+        overrides = None
+        if placement_switch:
+            from load_tests.bench.switch_router import set_mode
 
-    def swap_request_router(self, spec_data: dict, request_router: str | None) -> None:
-        """Give every base deployment another request router (``None``: the fleet's own) without restarting
-        their engines (their resident adapters stay): the config changes in place, and the replicas of the fleet
-        router and of ``direct``, whose handles picked their request router when they were made, are killed so
-        that Serve starts new ones with new handles."""
-        import os
-        import signal
-        import time
-
-        import httpx
-
-        from load_tests.bench.processes import replica_pids
-        from serving.render.serve_config import ROUTER_DEPLOYMENT, base_deployment_name, request_router_config
-
-        spec = parse_fleet(spec_data)
-        self.redeploy(spec_data, overrides={base_deployment_name(b.name): {"request_router_config": (
-            request_router_config(b) if request_router is None else {"request_router_class": request_router})}
-            for b in spec.base_models})
-        before = set(replica_pids(ROUTER_DEPLOYMENT)) | set(replica_pids("DirectIngress", app="direct"))
-        for pid in before:
-            os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            fresh_router = set(replica_pids(ROUTER_DEPLOYMENT)) - before
-            fresh_direct = set(replica_pids("DirectIngress", app="direct")) - before
-            try:
-                if fresh_router and fresh_direct and httpx.get(f"{self.url}/readyz", timeout=10).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise RuntimeError("the fleet router did not come back after its request router was swapped")
+            set_mode("balanced")  # the fleet's own, until a benchmark switches
+            overrides = {base_deployment_name(b.name): {"request_router_config": {
+                **request_router_config(b), "request_router_class": "load_tests.bench.switch_router:SwitchRouter"}}
+                for b in parse_fleet(spec_data).base_models}
+        self.redeploy(spec_data, overrides=overrides)
 
     def counter(self, name: str, **labels) -> float:
         """Sum of a fleet counter over its series (Ray exports it as ray_<name>)."""
@@ -166,6 +143,8 @@ def running_stack(port: int = 8700, metrics_port: int = 8701, num_cpus: int = 12
     # Logical CPUs on 2 cores: a base replica takes its resources.cpu plus 1 (its own), and the scale benchmark
     # runs six base replicas of 0.25 CPU beside the routers.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    # Ray's workers inherit it: the fleet's own processes import the bench's request router and applications.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     assets = ensure_assets(ROOT / ".demo" / "assets")
     with local_s3() as s3_url:
         proxy = TCPProxy(int(s3_url.rsplit(":", 1)[1]))
