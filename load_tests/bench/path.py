@@ -62,11 +62,13 @@ class VllmAlone:
         deadline = time.monotonic() + 300
         while True:
             if self.proc.poll() is not None:
+                self._log.close()
                 raise RuntimeError(f"vLLM's own server exited ({self.proc.returncode}); see {self._log.name}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
                     break
             if time.monotonic() > deadline:
+                self.close()
                 raise RuntimeError(f"vLLM's own server not up after 300 s; see {self._log.name}")
             time.sleep(1)
 
@@ -163,8 +165,13 @@ def path(stack, *, rounds: int = ROUNDS, cases: dict = CASES) -> dict:
     # The bench stack pushes the task adapters under a0..a7 in this order (load_tests/bench/stack.py: _stage).
     a0 = sorted(path for name, path in assets["adapters"].items() if name != "tools")[0]
     tenanted, keys, key = with_tenant(stack.spec_data)
+    untenanted = stack.spec_data  # redeploy makes the tenanted spec the stack's: the benchmarks after get this back
     stack.redeploy(tenanted, keys_file=str(keys), extra_apps=(ECHO_APP,))
-    vllm = VllmAlone(assets["base"], a0)
+    try:
+        vllm = VllmAlone(assets["base"], a0)
+    except BaseException:
+        stack.redeploy(untenanted)
+        raise
     auth = {"Authorization": f"Bearer {key}"}
     arms = {"vllm": (f"{vllm.url}/v1/completions", "a0", None),
             "ray_serve_llm": (f"{stack.direct_url}/v1/completions", f"{BASE}:a0@v1", None),
@@ -205,7 +212,7 @@ def path(stack, *, rounds: int = ROUNDS, cases: dict = CASES) -> dict:
         profile = profile_router(url, completion(model, max_tokens=1), headers)
     finally:
         vllm.close()
-        stack.redeploy(stack.spec_data)
+        stack.redeploy(untenanted)
 
     one = results["c1_t1"]
     p50 = {arm: one[arm]["p50_ms"] for arm in one}
