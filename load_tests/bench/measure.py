@@ -101,6 +101,37 @@ def summary(samples: list[Sample], wall: float) -> dict:
     }
 
 
+def tpot_p50_ms(samples: list[Sample]) -> float:
+    """Median time per output token after the first (ms), of streamed samples with more than one token."""
+    per_token = [(s.latency - s.ttft) * 1000 / (s.output_tokens - 1) for s in samples
+                 if s.ok and s.output_tokens > 1]
+    return round(percentile(per_token, 50), 3)
+
+
+def stack_shares(folded: str, own: str, top: int = 15) -> dict:
+    """Shares of profile samples from collapsed stacks (py-spy ``--format raw``: ``frame;frame;... count`` a
+    line): by the innermost frame, and by the innermost frame whose text contains ``own`` (the project's code);
+    ``top`` of each, and the share of samples with any frame of ``own``."""
+    import collections
+
+    leaves, ours = collections.Counter(), collections.Counter()
+    for line in folded.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        leaves[frames[-1]] += int(count)
+        mine = [f for f in frames if own in f]
+        if mine:
+            ours[mine[-1]] += int(count)
+    total = sum(leaves.values())
+
+    def shares(counter):
+        return {frame: round(n / total, 3) for frame, n in counter.most_common(top)}
+
+    return {"samples": total, "by_leaf_share": shares(leaves) if total else {},
+            "in_own_code_share": round(sum(ours.values()) / total, 3) if total else 0.0,
+            "by_own_frame_share": shares(ours) if total else {}}
+
+
 def side_by_side(items: list, ask, models: tuple[str, str], *, concurrency: int) -> list[tuple]:
     """``(ask(client, models[0], item), ask(client, models[1], item))`` for every item: the two one after
     the other, so both see the same machine at the same moment; both paths are warmed first.

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from load_tests.bench.measure import Sample, completion, load, percentile, summary
+from load_tests.bench.measure import Sample, completion, load, stack_shares, summary, tpot_p50_ms
 from load_tests.bench.stack import BASE, ROOT, with_tenant
 from serving.local.demo import ensure_assets
 
@@ -111,19 +111,11 @@ async def _gets(url: str, n: int) -> list[Sample]:
         return samples
 
 
-def _tpot_ms(samples: list[Sample]) -> float:
-    """Median time per output token after the first, of streamed samples."""
-    per_token = [(s.latency - s.ttft) * 1000 / (s.output_tokens - 1) for s in samples
-                 if s.ok and s.output_tokens > 1]
-    return round(percentile(per_token, 50), 3)
-
-
 def profile_router(url: str, body: dict, headers: dict, *, seconds: int = 20, concurrency: int = 16,
                    out: Path = ROOT / ".bench" / "path_router.folded") -> dict:
     """py-spy on a fleet router replica while ``concurrency`` requests are kept in flight: the collapsed stacks in
     ``out`` (for a flame graph) and the shares of the samples by the leaf function that held the GIL, and of
     those inside the fleet's own code (``serving/``), top 15 each."""
-    import collections
     import threading
 
     from load_tests.bench.processes import replica_pids
@@ -145,19 +137,7 @@ def profile_router(url: str, body: dict, headers: dict, *, seconds: int = 20, co
     finally:
         stop.set()
         busy.join()
-    leaves, ours = collections.Counter(), collections.Counter()
-    for line in out.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        leaves[frames[-1]] += int(count)
-        own = [f for f in frames if "serving/" in f]
-        if own:
-            ours[own[-1]] += int(count)
-    total = sum(leaves.values()) or 1
-    top = lambda counter: {frame: round(n / total, 3) for frame, n in counter.most_common(15)}  # noqa: E731
-    return {"samples": total, "seconds": seconds, "file": str(out.relative_to(ROOT)),
-            "by_leaf_share": top(leaves), "in_fleet_code_share": round(sum(ours.values()) / total, 3),
-            "by_fleet_frame_share": top(ours)}
+    return {"seconds": seconds, "file": str(out.relative_to(ROOT)), **stack_shares(out.read_text(), "serving/")}
 
 
 def path(stack, *, rounds: int = ROUNDS, cases: dict = CASES) -> dict:
@@ -196,7 +176,7 @@ def path(stack, *, rounds: int = ROUNDS, cases: dict = CASES) -> dict:
                 samples[arm] += got
                 walls[arm] += wall
         vllm.resume()
-        return {arm: {**summary(got, walls[arm] or 1.0), **({"tpot_p50_ms": _tpot_ms(got)} if stream else {})}
+        return {arm: {**summary(got, walls[arm] or 1.0), **({"tpot_p50_ms": tpot_p50_ms(got)} if stream else {})}
                 for arm, got in samples.items()}
 
     try:

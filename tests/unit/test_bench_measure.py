@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from load_tests.bench.measure import Sample, percentile, summary
+from load_tests.bench.measure import Sample, percentile, stack_shares, summary, tpot_p50_ms
 
 
 @pytest.mark.parametrize("values,q,expected", [
@@ -23,6 +23,25 @@ def test_summary_counts_errors_and_rates():
     s = summary(samples, wall=2.0)
     assert (s["requests"], s["errors"], s["p50_ms"], s["p99_ms"]) == (3, 1, 100.0, 300.0)
     assert (s["requests_per_second"], s["tokens_per_second"], s["ttft_p50_ms"]) == (1.0, 16.0, 50.0)
+
+
+@pytest.mark.parametrize("samples,expected", [
+    ([Sample(True, 0.32, 0.01, 32)], 10.0),  # 310 ms over the 31 tokens after the first
+    ([Sample(True, 0.32, 0.01, 32), Sample(False, 9.0, 0.01, 32), Sample(True, 0.1, 0.1, 1)], 10.0),
+])
+def test_tpot_is_the_time_after_the_first_token_per_later_token(samples, expected):
+    assert tpot_p50_ms(samples) == expected
+
+
+def test_stack_shares_by_innermost_frame_and_own_code():
+    folded = ("main (app.py:1);handle (serving/router.py:9);send (ray/actor.py:5) 6\n"
+              "main (app.py:1);poll (ray/loop.py:2) 4\n")
+    s = stack_shares(folded, "serving/")
+    assert s["samples"] == 10
+    assert s["by_leaf_share"] == {"send (ray/actor.py:5)": 0.6, "poll (ray/loop.py:2)": 0.4}
+    assert s["in_own_code_share"] == 0.6
+    assert s["by_own_frame_share"] == {"handle (serving/router.py:9)": 0.6}
+    assert stack_shares("", "serving/")["samples"] == 0
 
 
 def test_control_path_benchmark_runs_and_reports_growth():
